@@ -1,0 +1,46 @@
+# containment-gateway — `make run` to try it, `make test` to check it. Both work from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+MOCK_PORT    ?= 8000
+LISTEN       ?= 127.0.0.1:8080
+ADMIN_LISTEN ?= 127.0.0.1:8081
+DEV_TOKENS   ?= dev:commander:dev-commander-token
+
+.PHONY: install run test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "containment-gateway needs Python >= 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# The gateway on the embedded store (policy under ./.containment) in front of the bundled mock model.
+run: install
+	@$(BIN)/containment mock-upstream --port $(MOCK_PORT) & mock=$$!; \
+	trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
+	echo "containment: admin token for this demo: $(DEV_TOKENS)"; \
+	CONTAINMENT_ADMIN_TOKENS="$${CONTAINMENT_ADMIN_TOKENS:-$(DEV_TOKENS)}" \
+	$(BIN)/containment serve --upstream http://127.0.0.1:$(MOCK_PORT) \
+		--listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Lint, then the whole suite. pytest's exit code 5 ("no tests collected") is a failure here, on purpose.
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

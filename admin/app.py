@@ -1,0 +1,41 @@
+"""The admin application: JSON errors, bearer-token roles, and the routes of each API area."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from admin import killswitch_api, policy_api, rules_api
+from admin.auth import AUTHENTICATOR, Authenticator
+from admin.context import CATEGORIES, ENFORCEMENT, STORE, Enforcement
+from admin.errors import json_errors
+from rules.roles import AdminToken
+from rules.store import PolicyStore
+
+MAX_ADMIN_BODY = 256 * 1024 * 1024  # a 100k-rule push is ~20 MB; leave room
+
+
+def _no_enforcement() -> Enforcement | None:
+    return None
+
+
+def build_admin_app(
+    *,
+    store: PolicyStore,
+    tokens: Sequence[AdminToken],
+    registry: CollectorRegistry,
+    categories: frozenset[str],
+    enforcement: Callable[[], Enforcement | None] = _no_enforcement,
+) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_ADMIN_BODY)
+    app[STORE] = store
+    app[AUTHENTICATOR] = Authenticator(tokens)
+    app[CATEGORIES] = categories
+    app[ENFORCEMENT] = enforcement
+    app[policy_api.REGISTRY] = registry
+    policy_api.add_routes(app)
+    rules_api.add_routes(app)
+    killswitch_api.add_routes(app)
+    return app

@@ -1,0 +1,163 @@
+"""`/v1/rules`: bulk push (all-or-nothing), list with filters, read, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from admin.auth import Principal, requires
+from admin.context import CATEGORIES, STORE
+from admin.errors import ApiError, ok, read_json
+from rules.compile import RuleError, check_specs
+from rules.model import AuditEntry, Policy, Rule, RuleSpec, utcnow
+from rules.roles import Role
+from rules.store import NotFound
+
+_SPECS = TypeAdapter(list[RuleSpec])
+MAX_LIST = 100_000
+AUDITED_IDS = 1000
+
+
+def _field_error(exc: ValidationError) -> ApiError:
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    field = ".".join(str(p) for p in loc) or "rule"
+    reason = error["msg"].removeprefix("Value error, ")
+    where = f"rules[{index}].{field}" if index is not None else field
+    return ApiError(422, "invalid_rule", f"{where}: {reason}", index=index, field=field, reason=reason)
+
+
+def validate_push(body: dict[str, Any], categories: frozenset[str], actor: str) -> tuple[list[Rule], str]:
+    rules = body.get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise ApiError(422, "invalid_rule", "rules: must be a non-empty list", field="rules")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ApiError(422, "invalid_rule", "reason: a non-empty reason is required", field="reason")
+    unknown = set(body) - {"rules", "reason"}
+    if unknown:
+        raise ApiError(422, "invalid_rule", f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
+    try:
+        specs = _SPECS.validate_python(rules)
+        check_specs(specs, categories)
+    except ValidationError as exc:
+        raise _field_error(exc) from None
+    except RuleError as exc:
+        raise ApiError(422, "invalid_rule", str(exc), index=exc.index, field=exc.field, reason=exc.reason) from None
+    now = utcnow()
+    built = [spec.to_rule(created_by=actor, now=now) for spec in specs]
+    seen: set[str] = set()
+    for index, rule in enumerate(built):
+        if rule.id in seen:
+            raise ApiError(
+                422,
+                "invalid_rule",
+                f"rules[{index}].id: duplicate id {rule.id!r} in this push",
+                index=index,
+                field="id",
+                reason="duplicate id",
+            )
+        seen.add(rule.id)
+    return built, reason.strip()
+
+
+@requires(Role.responder)
+async def push_rules(request: web.Request, principal: Principal) -> web.Response:
+    body = await read_json(request)
+    new_rules, reason = await asyncio.to_thread(validate_push, body, request.app[CATEGORIES], principal.name)
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        existing = {rule.id for rule in policy.rules}
+        for index, rule in enumerate(new_rules):
+            if rule.id in existing:
+                raise ApiError(
+                    422,
+                    "invalid_rule",
+                    f"rules[{index}].id: a rule with id {rule.id!r} exists",
+                    index=index,
+                    field="id",
+                    reason="duplicate id",
+                )
+        ids = [rule.id for rule in new_rules]
+        incidents = sorted({r.incident_id for r in new_rules if r.incident_id})
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="rules.add",
+            target=f"{len(ids)} rules",
+            reason=reason,
+            incident_id=incidents[0] if len(incidents) == 1 else None,
+            after={"count": len(ids), "ids": ids[:AUDITED_IDS], "ids_truncated": len(ids) > AUDITED_IDS},
+        )
+        return policy.model_copy(update={"rules": policy.rules + tuple(new_rules)}), entry
+
+    policy, _ = await request.app[STORE].update(mutate)
+    return ok({"version": policy.version, "ids": [rule.id for rule in new_rules]}, status=201)
+
+
+def _matches(rule: Rule, filters: dict[str, str]) -> bool:
+    return all(str(getattr(rule, name)) == value for name, value in filters.items())
+
+
+@requires(Role.viewer)
+async def list_rules(request: web.Request, principal: Principal) -> web.Response:
+    filters = {k: v for k, v in request.query.items() if k in ("category", "stage", "incident_id", "action")}
+    try:
+        limit = int(request.query.get("limit", "1000"))
+        offset = int(request.query.get("offset", "0"))
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit and offset must be whole numbers") from None
+    if not 0 < limit <= MAX_LIST or offset < 0:
+        raise ApiError(400, "invalid_query", f"limit must be 1..{MAX_LIST} and offset >= 0")
+    policy = request.app[STORE].current()
+    selected = [rule for rule in policy.rules if _matches(rule, filters)] if filters else list(policy.rules)
+    page = selected[offset : offset + limit]
+    return ok({"version": policy.version, "total": len(selected), "rules": [r.model_dump(mode="json") for r in page]})
+
+
+def _find(policy: Policy, rule_id: str) -> Rule:
+    for rule in policy.rules:
+        if rule.id == rule_id:
+            return rule
+    raise NotFound(f"no rule with id {rule_id!r}")
+
+
+@requires(Role.viewer)
+async def get_rule(request: web.Request, principal: Principal) -> web.Response:
+    rule = _find(request.app[STORE].current(), request.match_info["rule_id"])
+    return ok(rule.model_dump(mode="json"))
+
+
+@requires(Role.responder)
+async def delete_rule(request: web.Request, principal: Principal) -> web.Response:
+    rule_id = request.match_info["rule_id"]
+    reason = request.query.get("reason") or None
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        rule = _find(policy, rule_id)
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="rules.delete",
+            target=rule_id,
+            reason=reason,
+            incident_id=rule.incident_id,
+            before=rule.model_dump(mode="json"),
+        )
+        return policy.model_copy(update={"rules": tuple(r for r in policy.rules if r.id != rule_id)}), entry
+
+    policy, _ = await request.app[STORE].update(mutate)
+    return ok({"version": policy.version, "deleted": rule_id})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/rules", list_rules)
+    app.router.add_post("/v1/rules", push_rules)
+    app.router.add_get("/v1/rules/{rule_id}", get_rule)
+    app.router.add_delete("/v1/rules/{rule_id}", delete_rule)

@@ -1,0 +1,79 @@
+"""The data-plane application. The request path reads top to bottom here:
+
+    kill switch → input scan → upstream
+
+Each check is one file in `gateway/filters/` and one line in `build_chain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.filters.base import RequestFilter
+from gateway.filters.input_scan import InputScanFilter
+from gateway.filters.kill_switch import KillSwitchFilter
+from gateway.handler import ProxyHandler, new_request_id
+from gateway.metrics import GatewayMetrics
+from gateway.policy_watch import SnapshotHolder
+from gateway.proxy import UpstreamClient
+from gateway.refusals import json_response, refusal_response
+from gateway.routing import Router
+from gateway.settings import Settings
+from gateway.verdict import Refusal
+
+HOLDER = web.AppKey("holder", SnapshotHolder)
+
+
+def build_chain(metrics: GatewayMetrics) -> list[RequestFilter]:
+    return [
+        KillSwitchFilter(),
+        InputScanFilter(metrics),
+    ]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process is up and its event loop answers."""
+    return json_response({"status": "ok"}, new_request_id())
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: a compiled policy snapshot is in force."""
+    snapshot = request.app[HOLDER].snapshot
+    return json_response({"status": "ready", "policy_version": snapshot.version}, new_request_id())
+
+
+async def reserved_not_found(request: web.Request) -> web.Response:
+    refusal = Refusal(status=404, code="not_found", message="No such gateway endpoint.", action="invalid")
+    return refusal_response(refusal, new_request_id())
+
+
+def build_app(settings: Settings, *, holder: SnapshotHolder, metrics: GatewayMetrics) -> web.Application:
+    upstream = UpstreamClient(
+        metrics,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+    )
+    handler = ProxyHandler(
+        router=Router(settings.effective_routes()),
+        chain=build_chain(metrics),
+        upstream=upstream,
+        holder=holder,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+        await upstream.open()
+        yield
+        await upstream.close()
+
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[HOLDER] = holder
+    app.cleanup_ctx.append(upstream_session)
+    app.router.add_get("/_containment/healthz", healthz, allow_head=True)
+    app.router.add_get("/_containment/readyz", readyz, allow_head=True)
+    app.router.add_route("*", "/_containment/{tail:.*}", reserved_not_found)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    return app

@@ -1,0 +1,31 @@
+"""The per-request context every filter reads: identity, route, model, texts to scan and the policy snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.routing import Route
+from rules.compile import CompiledPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: `key_id` is the first 16 hex chars of sha256(API key), never the key itself."""
+
+    key_id: str | None
+    client_ip: str
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    method: str
+    path: str
+    route: Route
+    identity: Identity
+    snapshot: CompiledPolicy
+    now: datetime
+    model: str | None = None
+    texts: tuple[str, ...] = ()
+    shadow_hits: list[str] = field(default_factory=list)

@@ -1,0 +1,56 @@
+"""Kill switch: refuses every request under an engaged switch before anything else runs.
+
+Checks the most specific scope first (`key:`, `model:`, `route:`, then `global`); the first engaged,
+unexpired switch answers 503 `service_suspended` with `Retry-After`. Fails closed: an error here
+refuses the request (the chain runner turns it into a 503).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.context import RequestContext
+from gateway.verdict import CONTINUE, Refusal, Verdict
+from rules.model import KillSwitch
+
+DEFAULT_RETRY_AFTER = 300
+
+
+class KillSwitchFilter:
+    name = "kill_switch"
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        switches = ctx.snapshot.killswitches
+        if not switches:
+            return CONTINUE
+        for scope in self._scopes(ctx):
+            switch = switches.get(scope)
+            if switch is not None and switch.active(ctx.now):
+                return self._refuse(switch, ctx)
+        return CONTINUE
+
+    @staticmethod
+    def _scopes(ctx: RequestContext) -> list[str]:
+        scopes = []
+        if ctx.identity.key_id is not None:
+            scopes.append(f"key:{ctx.identity.key_id}")
+        if ctx.model is not None:
+            scopes.append(f"model:{ctx.model}")
+        scopes.append(f"route:{ctx.route.name}")
+        scopes.append("global")
+        return scopes
+
+    @staticmethod
+    def _refuse(switch: KillSwitch, ctx: RequestContext) -> Refusal:
+        retry_after = DEFAULT_RETRY_AFTER
+        if switch.expires_at is not None:
+            retry_after = max(1, math.ceil((switch.expires_at - ctx.now).total_seconds()))
+        return Refusal(
+            status=503,
+            code="service_suspended",
+            type="service_unavailable",
+            message=switch.message or "This service is temporarily suspended.",
+            action="kill_switch",
+            extra={"scope": switch.scope},
+            headers={"Retry-After": str(retry_after)},
+        )

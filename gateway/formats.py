@@ -1,0 +1,68 @@
+"""Pull the text to scan out of a request body.
+
+A body that looks like JSON is parsed whatever its Content-Type says, so a wrong header cannot hide a
+prompt from the scan, and JSON escapes (`\\u0062omb`) are decoded before matching. Every string value is
+scanned — message contents, system prompts, tool descriptions and arguments alike, for OpenAI chat,
+completions, responses and embeddings, Anthropic messages and any other JSON — except values of
+identifier keys (`model`, `role`, `type`, ...) and inline base64 `data:` URLs. text/* and form bodies
+are scanned as raw text; other binary types (audio, images, multipart uploads) are proxied unscanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+
+MAX_DEPTH = 64
+IDENTIFIER_KEYS = frozenset({"model", "role", "type", "object", "id", "tool_call_id", "encoding_format"})
+_TEXT_TYPES = ("text/", "application/x-www-form-urlencoded")
+
+
+class BodyError(ValueError):
+    """The body cannot be read as what it claims to be."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedBody:
+    model: str | None
+    texts: tuple[str, ...]
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type.startswith("application/json") or content_type.endswith("+json")
+
+
+def extract(content_type: str, body: bytes) -> ExtractedBody:
+    if not body:
+        return ExtractedBody(None, ())
+    content_type = content_type.lower()
+    if _is_json_type(content_type) or body.lstrip()[:1] in (b"{", b"["):
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if _is_json_type(content_type):
+                raise BodyError(f"body is not valid JSON: {exc}") from None
+            return ExtractedBody(None, (body.decode("utf-8", "replace"),))
+        model = document.get("model") if isinstance(document, dict) else None
+        return ExtractedBody(model if isinstance(model, str) else None, tuple(scan_strings(document)))
+    if not content_type or content_type.startswith(_TEXT_TYPES):
+        return ExtractedBody(None, (body.decode("utf-8", "replace"),))
+    return ExtractedBody(None, ())
+
+
+def scan_strings(value: object, depth: int = 0) -> Iterator[str]:
+    """Every string value of a JSON document worth scanning, depth-first."""
+    if depth > MAX_DEPTH:
+        raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if not (value.startswith("data:") and ";base64," in value[:100]):
+            yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in IDENTIFIER_KEYS or not isinstance(item, str):
+                yield from scan_strings(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from scan_strings(item, depth + 1)

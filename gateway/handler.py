@@ -1,0 +1,112 @@
+"""The proxy handler: read the request once, run the filter chain in order, then relay upstream."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.body import BodyTooLarge, UnsupportedEncoding, identify, read_body
+from gateway.context import RequestContext
+from gateway.filters.base import RequestFilter
+from gateway.formats import BodyError, extract
+from gateway.metrics import GatewayMetrics
+from gateway.policy_watch import SnapshotHolder
+from gateway.proxy import UpstreamClient
+from gateway.refusals import refusal_response
+from gateway.routing import Router
+from gateway.verdict import CONTINUE, Refusal, Verdict
+from rules.model import utcnow
+
+log = logging.getLogger(__name__)
+
+FAULT = Refusal(
+    status=503,
+    code="containment_unavailable",
+    type="service_unavailable",
+    message="The request could not be checked against the containment policy.",
+    action="fault",
+)
+
+
+def _invalid(message: str, status: int = 400, code: str = "invalid_request") -> Refusal:
+    return Refusal(status=status, code=code, message=message, action="invalid")
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+class ProxyHandler:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        chain: Sequence[RequestFilter],
+        upstream: UpstreamClient,
+        holder: SnapshotHolder,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+    ) -> None:
+        self._router = router
+        self._chain = tuple(chain)
+        self._upstream = upstream
+        self._holder = holder
+        self._metrics = metrics
+        self._max_body = max_body_bytes
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = new_request_id()
+        snapshot = self._holder.snapshot  # one consistent policy for the whole request
+        try:
+            body = await read_body(request, self._max_body)
+            extracted = extract(request.headers.get("Content-Type", ""), body)
+        except BodyTooLarge:
+            refusal = _invalid(f"Request body exceeds {self._max_body} bytes.", 413, "request_too_large")
+            return self._refuse(refusal, request_id, "-")
+        except UnsupportedEncoding as exc:
+            refusal = _invalid(f"Unsupported request Content-Encoding: {exc}.", 415, "unsupported_encoding")
+            return self._refuse(refusal, request_id, "-")
+        except BodyError as exc:
+            return self._refuse(_invalid(str(exc)), request_id, "-")
+
+        route = self._router.select(request.path, extracted.model)
+        if route is None:
+            return self._refuse(_invalid("No route serves this path.", 404, "no_route"), request_id, "-")
+        ctx = RequestContext(
+            request_id=request_id,
+            method=request.method,
+            path=request.path,
+            route=route,
+            identity=identify(request),
+            snapshot=snapshot,
+            now=utcnow(),
+            model=extracted.model,
+            texts=extracted.texts,
+        )
+        for request_filter in self._chain:
+            verdict = self._run(request_filter, ctx)
+            if verdict is not CONTINUE:
+                assert isinstance(verdict, Refusal)
+                self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
+                return self._refuse(verdict, request_id, route.name)
+        self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
+        response = await self._upstream.forward(request, ctx, body)
+        self._metrics.requests.labels(route.name, "proxied" if response.status < 500 else "upstream_error").inc()
+        return response
+
+    def _run(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
+        try:
+            return request_filter.on_request(ctx)
+        except Exception:
+            self._metrics.filter_faults.labels(request_filter.name).inc()
+            log.exception("filter %s failed; refusing request %s", request_filter.name, ctx.request_id)
+            return FAULT
+
+    def _refuse(self, refusal: Refusal, request_id: str, route: str) -> web.Response:
+        self._metrics.requests.labels(route, refusal.action).inc()
+        return refusal_response(refusal, request_id)

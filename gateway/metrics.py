@@ -1,0 +1,75 @@
+"""Data-plane Prometheus metrics on a private registry. Labels are bounded: route names from config,
+categories from the taxonomy, fixed outcome names — never a prompt, an IP or a key."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rules.model import Rule
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "containment_requests",
+            "Requests handled by the data plane, by route and outcome.",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.matches = Counter(
+            "containment_rule_matches",
+            "Rule matches that were enforced (block) or only counted (shadow).",
+            ["category", "severity", "stage", "direction", "action"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "containment_upstream_errors",
+            "Upstream failures, by route and kind (unavailable, timeout, stream_aborted).",
+            ["route", "kind"],
+            registry=registry,
+        )
+        self.filter_faults = Counter(
+            "containment_filter_faults",
+            "Unexpected errors inside a filter; each one refused its request (fail closed).",
+            ["filter"],
+            registry=registry,
+        )
+        self.scan_seconds = Histogram(
+            "containment_scan_seconds",
+            "Time spent normalizing and matching one request's texts.",
+            ["direction"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.gateway_seconds = Histogram(
+            "containment_gateway_seconds",
+            "Time from request arrival until it is sent upstream or refused (the gateway's own share).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.policy_version = Gauge(
+            "containment_policy_version", "Version of the policy snapshot in force.", registry=registry
+        )
+        self.policy_rules = Gauge(
+            "containment_policy_rules", "Rules in the policy snapshot in force.", registry=registry
+        )
+        self.killswitches = Gauge(
+            "containment_killswitches_engaged", "Kill switches engaged in the snapshot.", registry=registry
+        )
+        self.reload_seconds = Histogram(
+            "containment_policy_reload_seconds",
+            "Time to compile and install a new policy snapshot.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.reload_failures = Counter(
+            "containment_policy_reload_failures",
+            "Policy snapshots that failed to compile; the previous snapshot stayed in force.",
+            registry=registry,
+        )
+
+    def count_match(self, rule: Rule, direction: str) -> None:
+        self.matches.labels(rule.category, rule.severity, str(rule.stage), direction, rule.action).inc()

@@ -1,0 +1,54 @@
+"""Holds the compiled policy snapshot in force and replaces it when the store reports a new policy.
+
+Compilation runs in a worker thread so the event loop keeps serving; the swap is one reference
+assignment, so each request sees exactly one snapshot. A failed build keeps the old snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.metrics import GatewayMetrics
+from rules.compile import CompiledPolicy, compile_policy
+from rules.model import Policy
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotHolder:
+    def __init__(self, metrics: GatewayMetrics, initial: Policy | None = None) -> None:
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-compile")
+        self._lock = asyncio.Lock()
+        self.snapshot: CompiledPolicy = compile_policy(initial or Policy())
+        self._record(self.snapshot)
+
+    async def install(self, policy: Policy) -> None:
+        """Compile `policy` off the event loop and swap it in, unless a newer one is already in force."""
+        async with self._lock:
+            if policy.version <= self.snapshot.version and self.snapshot.version != 0:
+                return
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                snapshot = await loop.run_in_executor(self._executor, compile_policy, policy)
+            except Exception:
+                self._metrics.reload_failures.inc()
+                log.exception(
+                    "policy version %s failed to compile; keeping version %s", policy.version, self.snapshot.version
+                )
+                return
+            self.snapshot = snapshot
+            self._metrics.reload_seconds.observe(time.perf_counter() - started)
+            self._record(snapshot)
+
+    def _record(self, snapshot: CompiledPolicy) -> None:
+        self._metrics.policy_version.set(snapshot.version)
+        self._metrics.policy_rules.set(snapshot.rule_count)
+        self._metrics.killswitches.set(len(snapshot.killswitches))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,165 @@
+"""Start-up settings: flags > environment (CONTAINMENT_*) > YAML file (--config) > defaults. Parsed once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rules.roles import AdminToken
+from rules.taxonomy import DEFAULT_CATEGORIES
+
+
+class SettingsError(Exception):
+    """A bad configuration value; the message is one line naming the field."""
+
+
+class HostPort(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_host_port(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT with a port from 0 to 65535")
+    return {"host": host.strip("[]") or "0.0.0.0", "port": int(port)}
+
+
+def check_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class RouteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    path_prefix: Annotated[str, Field(pattern=r"^/")]
+    upstream: str
+    models: list[str] | None = None
+
+    _url = field_validator("upstream")(check_url)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTAINMENT_", extra="forbid")
+
+    listen: Annotated[HostPort, NoDecode, Field(validate_default=True)] = "0.0.0.0:8080"  # type: ignore[assignment]
+    admin_listen: Annotated[HostPort, NoDecode, Field(validate_default=True)] = "127.0.0.1:8081"  # type: ignore[assignment]
+    upstream: str | None = None
+    routes: list[RouteConfig] = []
+    redis_url: str | None = None
+    state_dir: Path = Path(".containment")
+    admin_tokens: Annotated[list[AdminToken], NoDecode] = []
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
+    extra_categories: Annotated[list[str], NoDecode] = []
+    upstream_connect_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
+    upstream_read_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    log_level: str = "info"
+
+    _listen = field_validator("listen", "admin_listen", mode="before")(parse_host_port)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @field_validator("admin_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [AdminToken.parse(item) for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            return [AdminToken.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("extra_categories", mode="before")
+    @classmethod
+    def _categories(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.upstream is None and not self.routes:
+            raise ValueError("upstream: required unless routes are configured")
+        names = [t.name for t in self.admin_tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("admin_tokens: token names must be unique")
+        if self.redis_url is not None:
+            raise ValueError("redis_url: the Redis store is not available in this version; omit it")
+        if self.workers != 1:
+            raise ValueError("workers: only 1 worker is supported in this version")
+        return self
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(DEFAULT_CATEGORIES) | frozenset(self.extra_categories)
+
+    def effective_routes(self) -> list[RouteConfig]:
+        """Configured routes, plus a catch-all `default` route to `--upstream` when one is given."""
+        routes = list(self.routes)
+        if self.upstream is not None and not any(r.path_prefix == "/" and not r.models for r in routes):
+            routes.append(RouteConfig(name="default", path_prefix="/", upstream=self.upstream))
+        return routes
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
+    """Flags (None = not given) over environment over the YAML file; SettingsError on anything bad."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text())
+        except OSError as exc:
+            raise SettingsError(f"config: cannot read {config_file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config: {config_file} is not valid YAML: {exc}".splitlines()[0]) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"config: {config_file} must hold a mapping of settings")
+        values.update({k.replace("-", "_"): v for k, v in (loaded or {}).items()})
+    environ = {key.upper() for key in os.environ}
+    for name in Settings.model_fields:
+        if f"CONTAINMENT_{name.upper()}" in environ:
+            values.pop(name, None)  # the environment beats the file
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            message = ".".join(str(p) for p in error["loc"]) + ": " + message
+        raise SettingsError(message) from None
+    except ValueError as exc:  # raised from a settings source, such as a malformed environment value
+        raise SettingsError(str(exc).splitlines()[0]) from None

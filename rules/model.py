@@ -1,0 +1,188 @@
+"""Typed policy data: rules, kill switches and the whole policy, validated at the edges with pydantic."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Kind = Literal["literal", "regex"]
+Direction = Literal["input", "output", "both"]
+Action = Literal["block", "redact", "shadow"]
+Severity = Literal["low", "medium", "high", "critical"]
+Stage = Literal[1, 2, 3]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+ShortText = Annotated[str, Field(max_length=2000)]
+
+MAX_PATTERN_CHARS = 4096
+SCOPE_PATTERN = re.compile(r"^(global|(route|model|tenant|key):[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_rule_id() -> str:
+    return "r_" + secrets.token_hex(8)
+
+
+class Scope(BaseModel):
+    """Where a rule applies; an absent or empty list means everywhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routes: list[Name] | None = None
+    models: list[Name] | None = None
+    tenants: list[Name] | None = None
+
+
+class RuleSpec(BaseModel):
+    """A rule as a responder pushes it. Unknown fields are refused so that a typo never weakens a rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name | None = None
+    pattern: Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_CHARS)]
+    kind: Kind = "literal"
+    applies_to: Direction = "both"
+    action: Action = "block"
+    category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] = "other"
+    severity: Severity = "medium"
+    stage: Stage = 1
+    incident_id: Name | None = None
+    owner: Annotated[str, Field(max_length=200)] | None = None
+    note: ShortText | None = None
+    word_boundary: bool = False
+    scope: Scope | None = None
+    expires_at: datetime | None = None
+    ttl_seconds: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("pattern must contain non-whitespace text")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> RuleSpec:
+        if self.expires_at is not None and self.ttl_seconds is not None:
+            raise ValueError("give expires_at or ttl_seconds, not both")
+        return self
+
+    def to_rule(self, *, created_by: str, now: datetime) -> Rule:
+        expires_at = self.expires_at
+        if self.ttl_seconds is not None:
+            expires_at = now + timedelta(seconds=self.ttl_seconds)
+        data = self.model_dump(exclude={"ttl_seconds", "expires_at", "id"})
+        return Rule(
+            **data,
+            id=self.id or new_rule_id(),
+            expires_at=expires_at,
+            created_at=now,
+            created_by=created_by,
+        )
+
+
+class Rule(BaseModel):
+    """A rule as stored: ids, expiry and provenance filled in by the server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    pattern: str
+    kind: Kind
+    applies_to: Direction
+    action: Action
+    category: str
+    severity: Severity
+    stage: Stage
+    incident_id: str | None = None
+    owner: str | None = None
+    note: str | None = None
+    word_boundary: bool = False
+    scope: Scope | None = None
+    expires_at: datetime | None = None
+    created_at: datetime
+    created_by: str
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+KillMode = Literal["reject"]
+
+
+class KillSwitchSpec(BaseModel):
+    """Body of `PUT /v1/killswitches/{scope}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engaged: bool
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    mode: KillMode = "reject"
+    message: ShortText | None = None
+    ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400)] | None = None
+    incident_id: Name | None = None
+
+
+class KillSwitch(BaseModel):
+    """An engaged kill switch as stored. A released switch is removed from the policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: str
+    mode: KillMode = "reject"
+    message: str | None = None
+    reason: str
+    engaged_at: datetime
+    engaged_by: str
+    expires_at: datetime | None = None
+    incident_id: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+class Policy(BaseModel):
+    """Everything a responder can push, at one version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 0
+    updated_at: datetime | None = None
+    rules: tuple[Rule, ...] = ()
+    killswitches: dict[str, KillSwitch] = Field(default_factory=dict)
+
+
+class AuditEntry(BaseModel):
+    """One append-only audit record: who changed what, when, why, and what it was before and after."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    reason: str | None = None
+    version: int = 0
+    incident_id: str | None = None
+    before: object = None
+    after: object = None
+
+
+def valid_scope(scope: str) -> bool:
+    return SCOPE_PATTERN.match(scope) is not None

@@ -1,0 +1,50 @@
+"""The one small protocol every policy store implements, and the errors it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from rules.model import AuditEntry, Policy
+
+Mutation = Callable[[Policy], tuple[Policy, AuditEntry]]
+"""Takes the current policy and returns the next one (version not yet bumped) with its audit record."""
+
+Listener = Callable[[Policy], Awaitable[None]]
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; nothing was changed."""
+
+
+class StoreUnavailable(StoreError):
+    """The backing store cannot be reached; writes are refused rather than lost."""
+
+
+class NotFound(StoreError):
+    """The rule, switch or record named does not exist."""
+
+
+class Conflict(StoreError):
+    """The change contradicts the current policy (for example a duplicate rule id)."""
+
+
+class PolicyStore(Protocol):
+    async def open(self) -> Policy:
+        """Load (or create) the policy; returns it."""
+
+    async def close(self) -> None: ...
+
+    def current(self) -> Policy:
+        """The last policy this process has seen (no I/O)."""
+
+    async def update(self, mutate: Mutation) -> tuple[Policy, AuditEntry]:
+        """Apply one change atomically: bump the version, persist policy and audit record, notify listeners.
+
+        If `mutate` raises, or persisting fails, nothing changes."""
+
+    async def audit(self, *, limit: int, before_version: int | None = None) -> list[AuditEntry]:
+        """Audit records, newest first."""
+
+    def add_listener(self, listener: Listener) -> None:
+        """Awaited with every new policy this process learns of, before `update` returns."""

@@ -1,0 +1,195 @@
+"""End to end through the real CLI and real processes, as a new user would drive it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.processes import containment, free_port, http, start, stop, wait_http
+
+TOKEN = "cli-commander-token-01"
+
+
+@dataclass
+class Running:
+    gateway: str
+    admin: str
+    upstream: str
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def cli(self, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+        env = {key: value for key, value in os.environ.items() if key != "CONTAINMENT_TOKEN"}
+        if token:
+            env["CONTAINMENT_TOKEN"] = token
+        return subprocess.run(
+            containment(*args),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+
+@pytest.fixture(scope="module")
+def mock_upstream() -> Iterator[str]:
+    port = free_port()
+    process = start(containment("mock-upstream", "--port", str(port), "--chunk-chars", "3"))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v1/models", process)
+    yield url
+    stop(process)
+
+
+def _serve(upstream: str, state_dir: Path) -> Running:
+    gateway_port, admin_port = free_port(), free_port()
+    process = start(
+        containment(
+            "serve",
+            "--upstream",
+            upstream,
+            "--listen",
+            f"127.0.0.1:{gateway_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            str(state_dir),
+        ),
+        env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"},
+    )
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    wait_http(f"{gateway}/_containment/readyz", process)
+    return Running(gateway, f"http://127.0.0.1:{admin_port}", upstream, state_dir, process)
+
+
+@pytest.fixture
+def running(mock_upstream: str, tmp_path: Path) -> Iterator[Running]:
+    server = _serve(mock_upstream, tmp_path / "state")
+    yield server
+    stop(server.process)
+
+
+def _chat(gateway: str, text: str) -> tuple[int, object]:
+    body = {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}
+    status, _, payload = http("POST", f"{gateway}/v1/chat/completions", body)
+    return status, payload
+
+
+def test_push_block_kill_release_status_and_restart(running: Running, tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        "reason: INC-1 first containment\n"
+        "rules:\n"
+        "  - pattern: forbidden phrase\n"
+        "    category: dangerous_instructions\n"
+        "    incident_id: INC-1\n"
+    )
+    assert _chat(running.gateway, "say forbidden phrase")[0] == 200
+
+    pushed = running.cli("rules", "push", str(pack), "--admin", running.admin)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pushed 1 rules; policy version 1" in pushed.stdout
+
+    status, payload = _chat(running.gateway, "say FORBIDDEN phrase")
+    assert status == 400
+    assert payload["error"]["code"] == "content_filter"  # type: ignore[index]
+
+    listed = running.cli("rules", "list", "--admin", running.admin)
+    assert "forbidden phrase" in listed.stdout and "1 rules at policy version 1" in listed.stdout
+
+    engaged = running.cli("kill", "engage", "global", "--reason", "drill", "--admin", running.admin)
+    assert engaged.returncode == 0, engaged.stderr
+    assert _chat(running.gateway, "hello")[0] == 503
+    status_out = running.cli("status", "--admin", running.admin).stdout
+    assert "kill switch global: engaged by ops" in status_out
+    assert "policy version 2 (1 rules), enforced here: 2" in status_out
+
+    released = running.cli("kill", "release", "global", "--reason", "drill over", "--admin", running.admin)
+    assert released.returncode == 0
+    assert _chat(running.gateway, "hello")[0] == 200
+
+    stop(running.process)
+    restarted = _serve(running.upstream, running.state_dir)
+    try:
+        assert _chat(restarted.gateway, "forbidden phrase")[0] == 400
+        _, _, audit = http("GET", f"{restarted.admin}/v1/audit", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert [e["action"] for e in audit["entries"]] == ["killswitch.release", "killswitch.engage", "rules.add"]
+    finally:
+        stop(restarted.process)
+
+
+def test_cli_errors_are_one_line(running: Running, tmp_path: Path) -> None:
+    bad_pack = tmp_path / "bad.json"
+    bad_pack.write_text('[{"pattern": "ok"}, {"pattern": "x", "severity": "huge"}]')
+    result = running.cli("rules", "push", str(bad_pack), "--reason", "r", "--admin", running.admin)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "422 invalid_rule: rules[1].severity" in result.stderr
+
+    no_token = running.cli("status", "--admin", running.admin, token=None)
+    assert no_token.returncode == 1 and "401 unauthenticated" in no_token.stderr
+
+    unreachable = running.cli("status", "--admin", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "cannot reach the admin API" in unreachable.stderr
+
+    missing = running.cli("rules", "push", str(tmp_path / "nope.yaml"), "--admin", running.admin)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+    no_reason = tmp_path / "noreason.yaml"
+    no_reason.write_text("- pattern: x\n")
+    result = running.cli("rules", "push", str(no_reason), "--admin", running.admin)
+    assert result.returncode == 2 and "a reason is required" in result.stderr
+
+    bad_scope = running.cli("kill", "engage", "planet:earth", "--reason", "r", "--admin", running.admin)
+    assert bad_scope.returncode == 1 and "invalid_scope" in bad_scope.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["serve"], "invalid configuration: upstream: required unless routes are configured"),
+        (["serve", "--upstream", "http://x", "--listen", "bad"], "invalid configuration: listen: must be HOST:PORT"),
+    ],
+)
+def test_bad_config_stops_start_up_with_one_line(args: list[str], message: str) -> None:
+    result = subprocess.run(containment(*args), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"containment: {message}")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_line(running: Running, tmp_path: Path) -> None:
+    port = running.gateway.rsplit(":", 1)[1]
+    result = subprocess.run(
+        containment(
+            "serve",
+            "--upstream",
+            running.upstream,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
+            "--state-dir",
+            str(tmp_path / "other"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot listen for the data plane" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_installed_entry_point_runs() -> None:
+    script = Path(sys.executable).parent / "containment"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "mock-upstream" in result.stdout

@@ -1,0 +1,114 @@
+"""Shared fixtures: a real mock upstream and a real gateway + admin stack on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from admin.app import build_admin_app
+from admin.context import Enforcement
+from gateway.app import build_app
+from gateway.metrics import GatewayMetrics
+from gateway.mock_upstream import build_mock_app
+from gateway.policy_watch import SnapshotHolder
+from gateway.settings import Settings
+from rules.roles import AdminToken
+from rules.store_file import EmbeddedStore
+
+VIEWER = "viewer-token-0001"
+RESPONDER = "responder-token-0001"
+COMMANDER = "commander-token-0001"
+TOKENS = [
+    AdminToken.parse(f"vera:viewer:{VIEWER}"),
+    AdminToken.parse(f"rory:responder:{RESPONDER}"),
+    AdminToken.parse(f"cleo:commander:{COMMANDER}"),
+]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def chat(text: str, *, model: str = "mock-echo", stream: bool = False) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
+
+
+@dataclass
+class Stack:
+    gateway: TestClient[web.Request, web.Application]
+    admin: TestClient[web.Request, web.Application]
+    store: EmbeddedStore
+    holder: SnapshotHolder
+    registry: CollectorRegistry
+    state_dir: Path
+
+    async def push(self, *rules: dict[str, Any], token: str = RESPONDER) -> dict[str, Any]:
+        response = await self.admin.post(
+            "/v1/rules", json={"rules": list(rules), "reason": "test"}, headers=auth(token)
+        )
+        assert response.status == 201, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+    async def kill(self, scope: str, **body: Any) -> dict[str, Any]:
+        payload = {"engaged": True, "reason": "test"} | body
+        response = await self.admin.put(f"/v1/killswitches/{scope}", json=payload, headers=auth(COMMANDER))
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def upstream_server(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(build_mock_app(chunk_chars=4))
+    return server
+
+
+@pytest.fixture
+async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path: Path) -> AsyncIterator[StackFactory]:
+    stores: list[EmbeddedStore] = []
+
+    async def factory(upstream: str | None = None, state_dir: Path | None = None, **overrides: Any) -> Stack:
+        state = state_dir or tmp_path / "state"
+        settings = Settings(
+            upstream=upstream or str(upstream_server.make_url("")),
+            state_dir=state,
+            admin_tokens=TOKENS,
+            **overrides,
+        )
+        registry = CollectorRegistry()
+        metrics = GatewayMetrics(registry)
+        store = EmbeddedStore(state)
+        stores.append(store)
+        holder = SnapshotHolder(metrics, await store.open())
+        store.add_listener(holder.install)
+        gateway = await aiohttp_client(build_app(settings, holder=holder, metrics=metrics))
+        admin = await aiohttp_client(
+            build_admin_app(
+                store=store,
+                tokens=TOKENS,
+                registry=registry,
+                categories=settings.categories,
+                enforcement=lambda: Enforcement(holder.snapshot.version, holder.snapshot.compiled_at),
+            )
+        )
+        return Stack(gateway, admin, store, holder, registry, state)
+
+    yield factory
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()

@@ -1,0 +1,111 @@
+"""The embedded store: restarts keep everything, a failed write changes nothing, torn audit lines are dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rules.model import AuditEntry, KillSwitch, Policy, RuleSpec, utcnow
+from rules.store import StoreError
+from rules.store_file import EmbeddedStore
+
+
+def _add(pattern: str):  # type: ignore[no-untyped-def]
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        rule = RuleSpec(pattern=pattern).to_rule(created_by="t", now=utcnow())
+        entry = AuditEntry(at=utcnow(), actor="t", role="responder", action="rules.add", target=rule.id)
+        return policy.model_copy(update={"rules": policy.rules + (rule,)}), entry
+
+    return mutate
+
+
+async def test_restart_keeps_rules_switches_and_audit(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    await store.update(_add("one"))
+
+    def engage(policy: Policy) -> tuple[Policy, AuditEntry]:
+        switch = KillSwitch(scope="global", reason="r", engaged_at=utcnow(), engaged_by="c")
+        entry = AuditEntry(at=utcnow(), actor="c", role="commander", action="killswitch.engage", target="global")
+        return policy.model_copy(update={"killswitches": {"global": switch}}), entry
+
+    await store.update(engage)
+    await store.close()
+
+    reopened = EmbeddedStore(tmp_path)
+    policy = await reopened.open()
+    assert policy.version == 2
+    assert [r.pattern for r in policy.rules] == ["one"]
+    assert "global" in policy.killswitches
+    assert [e.version for e in await reopened.audit(limit=10)] == [2, 1]
+    await reopened.close()
+
+
+async def test_a_failing_mutation_changes_nothing(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    await store.update(_add("one"))
+
+    def broken(policy: Policy) -> tuple[Policy, AuditEntry]:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError):
+        await store.update(broken)
+    assert store.current().version == 1
+    assert len(await store.audit(limit=10)) == 1
+    await store.close()
+
+
+async def test_a_failed_write_changes_nothing_on_disk_or_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    await store.update(_add("one"))
+    audit_before = (tmp_path / "audit.jsonl").read_bytes()
+    policy_before = (tmp_path / "policy.json").read_bytes()
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("rules.store_file.write_atomic", disk_full)
+    with pytest.raises(StoreError, match="No space left"):
+        await store.update(_add("two"))
+    assert store.current().version == 1
+    assert (tmp_path / "audit.jsonl").read_bytes() == audit_before
+    assert (tmp_path / "policy.json").read_bytes() == policy_before
+    monkeypatch.undo()
+    policy, entry = await store.update(_add("three"))
+    assert policy.version == 2 and entry.version == 2
+    await store.close()
+
+
+async def test_audit_records_of_uncommitted_versions_are_dropped_on_start(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    await store.update(_add("one"))
+    await store.close()
+    orphan = AuditEntry(at=utcnow(), actor="x", role="responder", action="rules.add", target="t", version=2)
+    audit = tmp_path / "audit.jsonl"
+    torn = b'{"at": "2026-01-01T00:00'
+    audit.write_bytes(audit.read_bytes() + orphan.model_dump_json().encode() + b"\n" + torn)
+    reopened = EmbeddedStore(tmp_path)
+    await reopened.open()
+    assert [e.version for e in await reopened.audit(limit=10)] == [1]
+    assert len((tmp_path / "audit.jsonl").read_bytes().splitlines()) == 1
+    await reopened.close()
+
+
+async def test_two_processes_cannot_share_a_state_dir(tmp_path: Path) -> None:
+    first = EmbeddedStore(tmp_path)
+    await first.open()
+    with pytest.raises(StoreError, match="in use"):
+        await EmbeddedStore(tmp_path).open()
+    await first.close()
+
+
+async def test_corrupt_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "policy.json").write_text('{"version": "many"}')
+    with pytest.raises(StoreError, match="not a valid policy file"):
+        await EmbeddedStore(tmp_path).open()
