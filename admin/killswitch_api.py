@@ -17,11 +17,10 @@ from rules.roles import Role
 def _check_scope(scope: str) -> None:
     if not valid_scope(scope):
         raise ApiError(
-            422, "invalid_scope", f"scope: {scope!r} is not global, route:N, model:N or key:KEYID", field="scope"
-        )
-    if scope.startswith("tenant:"):
-        raise ApiError(
-            422, "invalid_scope", "scope: tenant scopes need tenant mapping, not in this version", field="scope"
+            422,
+            "invalid_scope",
+            f"scope: {scope!r} is not global, route:N, model:N, tenant:N or key:KEYID",
+            field="scope",
         )
 
 

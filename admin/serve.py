@@ -42,13 +42,15 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         policy = await store.open()
     except StoreError as exc:
         raise StartupError(str(exc)) from None
-    holder = SnapshotHolder(metrics, policy)
+    holder = SnapshotHolder(metrics, policy, regex_budget=settings.regex_budget_ms / 1000)
     store.add_listener(holder.install)
 
     def enforcement() -> Enforcement:
         return Enforcement(holder.snapshot.version, holder.snapshot.compiled_at)
 
-    gateway_runner = web.AppRunner(build_app(settings, holder=holder, metrics=metrics), access_log=None)
+    gateway_runner = web.AppRunner(
+        build_app(settings, holder=holder, metrics=metrics), access_log=None, handler_cancellation=True
+    )
     admin_runner = web.AppRunner(
         build_admin_app(
             store=store,

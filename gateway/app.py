@@ -1,8 +1,9 @@
 """The data-plane application. The request path reads top to bottom here:
 
-    kill switch → input scan → upstream
+    kill switch → input scan → upstream → output scan (stream-aware)
 
-Each check is one file in `gateway/filters/` and one line in `build_chain`.
+Each request check is one file in `gateway/filters/` and one line in `build_chain`; the output scan
+opens a per-response inspector that the proxy runs on the upstream's answer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 from gateway.filters.base import RequestFilter
 from gateway.filters.input_scan import InputScanFilter
 from gateway.filters.kill_switch import KillSwitchFilter
+from gateway.filters.output_scan import OutputScanFilter
 from gateway.handler import ProxyHandler, new_request_id
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
@@ -54,14 +56,17 @@ def build_app(settings: Settings, *, holder: SnapshotHolder, metrics: GatewayMet
         metrics,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        max_response_bytes=settings.max_response_scan_bytes,
     )
     handler = ProxyHandler(
         router=Router(settings.effective_routes()),
         chain=build_chain(metrics),
+        output=OutputScanFilter(metrics),
         upstream=upstream,
         holder=holder,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        tenants=settings.tenants,
     )
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:

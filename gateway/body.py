@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,7 +53,7 @@ def check_encoding(request: web.Request) -> None:
         raise UnsupportedEncoding(encoding)
 
 
-def identify(request: web.Request) -> Identity:
+def identify(request: web.Request, tenants: Mapping[str, str]) -> Identity:
     key: str | None = None
     authorization = request.headers.get("Authorization", "")
     scheme, _, credentials = authorization.partition(" ")
@@ -65,4 +66,5 @@ def identify(request: web.Request) -> Identity:
                 key = value.strip()
                 break
     key_id = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
-    return Identity(key_id=key_id, client_ip=request.remote or "")
+    tenant = tenants.get(key_id) if key_id is not None else None
+    return Identity(key_id=key_id, client_ip=request.remote or "", tenant=tenant)

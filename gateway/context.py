@@ -11,10 +11,12 @@ from rules.compile import CompiledPolicy
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: `key_id` is the first 16 hex chars of sha256(API key), never the key itself."""
+    """Who is calling: `key_id` is the first 16 hex chars of sha256(API key), never the key itself;
+    `tenant` comes from the configured key-id → tenant map."""
 
     key_id: str | None
     client_ip: str
+    tenant: str | None = None
 
 
 @dataclass(slots=True)
@@ -28,4 +30,7 @@ class RequestContext:
     now: datetime
     model: str | None = None
     texts: tuple[str, ...] = ()
-    shadow_hits: list[str] = field(default_factory=list)
+    document: object = None
+    raw_text: bool = False
+    body_override: bytes | None = None  # set when a filter rewrote the body (redaction)
+    matched_rules: list[str] = field(default_factory=list)  # ids of rules that matched, any action

@@ -26,8 +26,13 @@ class BodyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ExtractedBody:
+    """The model named, the texts to scan, and what they came from: a parsed JSON `document`, or the
+    whole body as text (`raw_text`), so that a redaction can be written back."""
+
     model: str | None
     texts: tuple[str, ...]
+    document: object = None
+    raw_text: bool = False
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -44,12 +49,17 @@ def extract(content_type: str, body: bytes) -> ExtractedBody:
         except orjson.JSONDecodeError as exc:
             if _is_json_type(content_type):
                 raise BodyError(f"body is not valid JSON: {exc}") from None
-            return ExtractedBody(None, (body.decode("utf-8", "replace"),))
+            return ExtractedBody(None, (body.decode("utf-8", "replace"),), raw_text=True)
         model = document.get("model") if isinstance(document, dict) else None
-        return ExtractedBody(model if isinstance(model, str) else None, tuple(scan_strings(document)))
+        texts = tuple(scan_strings(document))
+        return ExtractedBody(model if isinstance(model, str) else None, texts, document)
     if not content_type or content_type.startswith(_TEXT_TYPES):
-        return ExtractedBody(None, (body.decode("utf-8", "replace"),))
+        return ExtractedBody(None, (body.decode("utf-8", "replace"),), raw_text=True)
     return ExtractedBody(None, ())
+
+
+def _scannable(value: str) -> bool:
+    return not (value.startswith("data:") and ";base64," in value[:100])
 
 
 def scan_strings(value: object, depth: int = 0) -> Iterator[str]:
@@ -57,7 +67,7 @@ def scan_strings(value: object, depth: int = 0) -> Iterator[str]:
     if depth > MAX_DEPTH:
         raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
-        if not (value.startswith("data:") and ";base64," in value[:100]):
+        if _scannable(value):
             yield value
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -66,3 +76,21 @@ def scan_strings(value: object, depth: int = 0) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from scan_strings(item, depth + 1)
+
+
+def rewrite_strings(value: object, replacements: dict[int, str]) -> object:
+    """A copy of a JSON document with the n-th scanned string (in `scan_strings` order) replaced."""
+    counter = iter(range(1 << 62))
+
+    def walk(item: object, scanned: bool) -> object:
+        if isinstance(item, str):
+            if scanned and _scannable(item):
+                return replacements.get(next(counter), item)
+            return item
+        if isinstance(item, dict):
+            return {k: walk(v, k not in IDENTIFIER_KEYS or not isinstance(v, str)) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, True) for v in item]
+        return item
+
+    return walk(value, True)

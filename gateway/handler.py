@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from gateway.body import BodyTooLarge, UnsupportedEncoding, identify, read_body
 from gateway.context import RequestContext
 from gateway.filters.base import RequestFilter
+from gateway.filters.output_scan import OutputScanFilter
 from gateway.formats import BodyError, extract
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
@@ -46,17 +47,21 @@ class ProxyHandler:
         *,
         router: Router,
         chain: Sequence[RequestFilter],
+        output: OutputScanFilter,
         upstream: UpstreamClient,
         holder: SnapshotHolder,
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        tenants: Mapping[str, str],
     ) -> None:
         self._router = router
         self._chain = tuple(chain)
+        self._output = output
         self._upstream = upstream
         self._holder = holder
         self._metrics = metrics
         self._max_body = max_body_bytes
+        self._tenants = dict(tenants)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -82,11 +87,13 @@ class ProxyHandler:
             method=request.method,
             path=request.path,
             route=route,
-            identity=identify(request),
+            identity=identify(request, self._tenants),
             snapshot=snapshot,
             now=utcnow(),
             model=extracted.model,
             texts=extracted.texts,
+            document=extracted.document,
+            raw_text=extracted.raw_text,
         )
         for request_filter in self._chain:
             verdict = self._run(request_filter, ctx)
@@ -95,7 +102,14 @@ class ProxyHandler:
                 self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
                 return self._refuse(verdict, request_id, route.name)
         self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
-        response = await self._upstream.forward(request, ctx, body)
+        try:
+            inspector = self._output.open(ctx)
+        except Exception:
+            self._metrics.filter_faults.labels(self._output.name).inc()
+            log.exception("output scan could not start; refusing request %s", ctx.request_id)
+            return self._refuse(FAULT, request_id, route.name)
+        forwarded = ctx.body_override if ctx.body_override is not None else body
+        response = await self._upstream.forward(request, ctx, forwarded, inspector)
         self._metrics.requests.labels(route.name, "proxied" if response.status < 500 else "upstream_error").inc()
         return response
 

@@ -7,23 +7,28 @@ assignment, so each request sees exactly one snapshot. A failed build keeps the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.metrics import GatewayMetrics
 from rules.compile import CompiledPolicy, compile_policy
+from rules.match import DEFAULT_REGEX_BUDGET
 from rules.model import Policy
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotHolder:
-    def __init__(self, metrics: GatewayMetrics, initial: Policy | None = None) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, initial: Policy | None = None, *, regex_budget: float = DEFAULT_REGEX_BUDGET
+    ) -> None:
         self._metrics = metrics
+        self._compile = functools.partial(compile_policy, regex_budget=regex_budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-compile")
         self._lock = asyncio.Lock()
-        self.snapshot: CompiledPolicy = compile_policy(initial or Policy())
+        self.snapshot: CompiledPolicy = self._compile(initial or Policy())
         self._record(self.snapshot)
 
     async def install(self, policy: Policy) -> None:
@@ -34,7 +39,7 @@ class SnapshotHolder:
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             try:
-                snapshot = await loop.run_in_executor(self._executor, compile_policy, policy)
+                snapshot = await loop.run_in_executor(self._executor, self._compile, policy)
             except Exception:
                 self._metrics.reload_failures.inc()
                 log.exception(

@@ -11,8 +11,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.context import RequestContext
+from gateway.filters.output_scan import OutputInspector
 from gateway.metrics import GatewayMetrics
-from gateway.refusals import REQUEST_ID_HEADER, refusal_response
+from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
 from gateway.verdict import Refusal
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,17 @@ _REWRITTEN = frozenset({"host", "content-length", "content-encoding"})
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
+# An inspected answer is relayed decompressed, and may change length.
+_PLAIN_DROP = frozenset({"content-length", "content-encoding"})
+OUTPUT_FAULT = Refusal(
+    status=503,
+    code="containment_unavailable",
+    type="service_unavailable",
+    message="The answer could not be checked against the containment policy.",
+    action="fault",
+)
+
+
 def end_to_end(headers: CIMultiDictProxy[str], *, drop: frozenset[str] = _REWRITTEN) -> CIMultiDict[str]:
     """Headers minus hop-by-hop ones, including any that `Connection` names."""
     named = {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
@@ -56,8 +68,11 @@ def _upstream_refusal(status: int, code: str, message: str) -> Refusal:
 class UpstreamClient:
     """One pooled client session for every upstream, opened and closed with the app."""
 
-    def __init__(self, metrics: GatewayMetrics, *, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, *, connect_timeout: float, read_timeout: float, max_response_bytes: int
+    ) -> None:
         self._metrics = metrics
+        self._max_response = max_response_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -74,7 +89,9 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    async def forward(self, request: web.Request, ctx: RequestContext, body: bytes) -> web.StreamResponse:
+    async def forward(
+        self, request: web.Request, ctx: RequestContext, body: bytes, inspector: OutputInspector | None
+    ) -> web.StreamResponse:
         assert self._session is not None, "UpstreamClient.open() was not awaited"
         headers = end_to_end(request.headers)
         headers[REQUEST_ID_HEADER] = ctx.request_id
@@ -89,6 +106,7 @@ class UpstreamClient:
                 data=body if body or request.method not in ("GET", "HEAD") else None,
                 allow_redirects=False,
                 skip_auto_headers=skip,
+                auto_decompress=inspector is not None,  # inspected answers are read (and sent) plain
             )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             self._metrics.upstream_errors.labels(route, "timeout").inc()
@@ -104,16 +122,28 @@ class UpstreamClient:
                 ctx.request_id,
             )
         try:
+            content_type = upstream.headers.get("Content-Type", "").lower()
+            if inspector is not None and content_type.startswith("text/event-stream"):
+                return await self._relay_stream(request, ctx, upstream, inspector)
+            if inspector is not None and _inspectable(content_type) and request.method != "HEAD":
+                return await self._relay_whole(request, ctx, upstream, inspector, content_type)
             return await self._relay(request, ctx, upstream)
         finally:
             upstream.release()
 
+    def _response_headers(
+        self, upstream: aiohttp.ClientResponse, ctx: RequestContext, *, plain: bool
+    ) -> CIMultiDict[str]:
+        headers = end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset())
+        headers[REQUEST_ID_HEADER] = ctx.request_id
+        return headers
+
     async def _relay(
         self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
-        headers = end_to_end(upstream.headers, drop=frozenset())
-        headers[REQUEST_ID_HEADER] = ctx.request_id
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=False)
+        )
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
@@ -128,3 +158,104 @@ class UpstreamClient:
             raise
         await response.write_eof()
         return response
+
+    async def _relay_whole(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        upstream: aiohttp.ClientResponse,
+        inspector: OutputInspector,
+        content_type: str,
+    ) -> web.StreamResponse:
+        try:
+            body = await _read_limited(upstream, self._max_response)
+        except TimeoutError:
+            self._metrics.upstream_errors.labels(ctx.route.name, "timeout").inc()
+            return refusal_response(
+                _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
+                ctx.request_id,
+            )
+        except _TooLarge:
+            upstream.close()
+            self._metrics.upstream_errors.labels(ctx.route.name, "too_large").inc()
+            return refusal_response(
+                _upstream_refusal(
+                    502, "upstream_response_too_large", "The model's answer was too large to be checked."
+                ),
+                ctx.request_id,
+            )
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
+            return refusal_response(
+                _upstream_refusal(502, "upstream_unavailable", "The model endpoint failed mid-answer."),
+                ctx.request_id,
+            )
+        try:
+            body = inspector.inspect_body(content_type, body)
+        except Exception:
+            self._metrics.filter_faults.labels("output_scan").inc()
+            log.exception("output scan failed; refusing request %s", ctx.request_id)
+            return refusal_response(OUTPUT_FAULT, ctx.request_id)
+        headers = self._response_headers(upstream, ctx, plain=True)
+        if inspector.action is not None:
+            headers[ACTION_HEADER] = inspector.action
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+    async def _relay_stream(
+        self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse, inspector: OutputInspector
+    ) -> web.StreamResponse:
+        stream = inspector.stream()
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=True)
+        )
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                try:
+                    out = stream.feed(chunk)
+                except Exception:
+                    self._metrics.filter_faults.labels("output_scan").inc()
+                    log.exception("stream scan failed; cutting response %s", ctx.request_id)
+                    out = stream.fail()
+                if out:
+                    await response.write(out)
+                if stream.cut:
+                    upstream.close()  # stop generating: nothing more of this answer will be sent
+                    break
+            else:
+                try:
+                    out = stream.close()
+                except Exception:
+                    self._metrics.filter_faults.labels("output_scan").inc()
+                    log.exception("stream scan failed; cutting response %s", ctx.request_id)
+                    out = stream.fail()
+                if out:
+                    await response.write(out)
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
+            upstream.close()
+            return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            upstream.close()
+            raise
+        await response.write_eof()
+        return response
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in upstream.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _inspectable(content_type: str) -> bool:
+    return "json" in content_type or content_type.startswith("text/") or not content_type

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     admin_tokens: Annotated[list[AdminToken], NoDecode] = []
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
+    max_response_scan_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
+    regex_budget_ms: Annotated[float, Field(gt=0, le=1000)] = 25.0
+    tenants: dict[str, str] = {}
     extra_categories: Annotated[list[str], NoDecode] = []
     upstream_connect_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     upstream_read_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
@@ -90,6 +93,16 @@ class Settings(BaseSettings):
             return [AdminToken.parse(item) for item in value.split(",") if item.strip()]
         if isinstance(value, list):
             return [AdminToken.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key_id, tenant in value.items():
+            if len(key_id) != 16 or any(c not in "0123456789abcdef" for c in key_id):
+                raise ValueError(f"{key_id!r} is not a key id (16 lower-case hex characters of sha256(key))")
+            if not tenant or len(tenant) > 128:
+                raise ValueError(f"tenant name for {key_id} must be 1..128 characters")
         return value
 
     @field_validator("extra_categories", mode="before")

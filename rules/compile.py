@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from rules.match import LiteralMatcher
+from rules.match import DEFAULT_REGEX_BUDGET, Matcher
 from rules.model import KillSwitch, Policy, Rule, RuleSpec, utcnow
-from rules.normalize import normalize_pattern
+from rules.normalize import compact
+from rules.regex_safety import regex_problem
 
 
 class RuleError(ValueError):
@@ -30,8 +31,8 @@ class RuleError(ValueError):
 class CompiledPolicy:
     version: int
     compiled_at: datetime
-    input_literals: LiteralMatcher
-    output_literals: LiteralMatcher
+    input: Matcher
+    output: Matcher
     killswitches: Mapping[str, KillSwitch] = field(default_factory=lambda: MappingProxyType({}))
     rule_count: int = 0
 
@@ -40,19 +41,17 @@ def _applies(rule: Rule, direction: str) -> bool:
     return rule.applies_to in (direction, "both")
 
 
-def compile_policy(policy: Policy) -> CompiledPolicy:
-    literals = [rule for rule in policy.rules if rule.kind == "literal"]
+def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> CompiledPolicy:
+    now = utcnow()
+    live = [rule for rule in policy.rules if not rule.expired(now)]
     return CompiledPolicy(
         version=policy.version,
-        compiled_at=utcnow(),
-        input_literals=LiteralMatcher([r for r in literals if _applies(r, "input")]),
-        output_literals=LiteralMatcher([r for r in literals if _applies(r, "output")]),
+        compiled_at=now,
+        input=Matcher([r for r in live if _applies(r, "input")], regex_budget=regex_budget),
+        output=Matcher([r for r in live if _applies(r, "output")], regex_budget=regex_budget),
         killswitches=MappingProxyType(dict(policy.killswitches)),
         rule_count=len(policy.rules),
     )
-
-
-SUPPORTED_ACTIONS = frozenset({"block", "shadow"})
 
 
 def check_specs(specs: Iterable[RuleSpec], categories: frozenset[str]) -> None:
@@ -60,9 +59,9 @@ def check_specs(specs: Iterable[RuleSpec], categories: frozenset[str]) -> None:
     for index, spec in enumerate(specs):
         if spec.category not in categories:
             raise RuleError(index, "category", f"unknown category {spec.category!r}")
-        if spec.kind != "literal":
-            raise RuleError(index, "kind", "only literal rules are supported in this version")
-        if spec.action not in SUPPORTED_ACTIONS:
-            raise RuleError(index, "action", f"action {spec.action!r} is not supported in this version")
-        if not normalize_pattern(spec.pattern).strip():
-            raise RuleError(index, "pattern", "pattern is empty after normalization")
+        if spec.kind == "regex":
+            problem = regex_problem(spec.pattern)
+            if problem is not None:
+                raise RuleError(index, "pattern", problem)
+        elif not compact(spec.pattern):
+            raise RuleError(index, "pattern", "pattern has no letters or digits, so it would match nothing")

@@ -1,56 +1,102 @@
-"""Literal matching: every literal rule of a snapshot in one pyahocorasick automaton over normalized text."""
+"""Matching one direction's rules against a text: literals in one Aho-Corasick automaton over the compact
+view, regexes (compiled once per snapshot) over the light view, each search under a time budget."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import ahocorasick
+import regex
 
 from rules.model import Rule
-from rules.normalize import NormalizedText, normalize_pattern
+from rules.normalize import Detail, TextView, compact
+
+DEFAULT_REGEX_BUDGET = 0.025  # seconds per regex search
+REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.VERSION0
+
+ViewKind = Literal["compact", "light"]
+
+
+class RegexTimeout(Exception):
+    """A regex exceeded its time budget on real traffic; the caller fails closed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One match of one rule, as a half-open span of the normalized text."""
+    """One match of one rule, as a half-open span of the `view` named."""
 
     rule: Rule
     start: int
     end: int
+    view: ViewKind
+
+    def original_span(self, text: TextView) -> tuple[int, int]:
+        detail: Detail = text.compact_detail if self.view == "compact" else text.light_detail
+        return detail.original_span(self.start, self.end)
 
 
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+def compile_regex(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern, REGEX_FLAGS)
 
 
-class LiteralMatcher:
-    """Finds every literal rule in a text in one pass. Built once per policy snapshot, then read-only."""
+class Matcher:
+    """All rules of one direction. Built once per policy snapshot, then read-only."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> None:
         grouped: dict[str, list[Rule]] = {}
+        self._regexes: list[tuple[Rule, regex.Pattern[str]]] = []
         for rule in rules:
-            key = normalize_pattern(rule.pattern)
-            grouped.setdefault(key, []).append(rule)
+            if rule.kind == "regex":
+                self._regexes.append((rule, compile_regex(rule.pattern)))
+            else:
+                grouped.setdefault(compact(rule.pattern), []).append(rule)
+        grouped.pop("", None)  # refused at push time; never let an empty key match everywhere
         self.size = len(rules)
+        self.has_redact = any(rule.action == "redact" for rule in rules)
+        self.longest_literal = max((len(key) for key in grouped), default=0)
+        self._budget = regex_budget
         self._automaton: ahocorasick.Automaton | None = None
         if grouped:
             automaton = ahocorasick.Automaton()
             for key, members in grouped.items():
-                automaton.add_word(key, (len(key), tuple(members)))
+                automaton.add_word(key, (len(key), tuple(members), any(r.word_boundary for r in members)))
             automaton.make_automaton()
             self._automaton = automaton
 
-    def scan(self, view: NormalizedText) -> Iterator[Hit]:
-        if self._automaton is None:
+    @property
+    def has_regex(self) -> bool:
+        return bool(self._regexes)
+
+    def scan(self, text: TextView, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
+        """Every hit in `text` of a rule that `accept` (if given) lets through."""
+        yield from self.scan_literals(text.compact, lambda: text.compact_detail, accept)
+        if self._regexes:
+            yield from self.scan_regexes(text.light, accept)
+
+    def scan_literals(
+        self, view: str, detail: Callable[[], Detail] | None, accept: Callable[[Rule], bool] | None = None
+    ) -> Iterator[Hit]:
+        """Literal hits in a compact view; word boundaries are checked with `detail` (None: the caller
+        judges them itself)."""
+        if self._automaton is None or not view:
             return
-        text = view.text
-        for end_index, (length, members) in self._automaton.iter(text):
+        for end_index, (length, members, any_bounded) in self._automaton.iter(view):
             end = end_index + 1
             start = end - length
-            bounded = (start == 0 or not _is_word_char(text[start - 1])) and (
-                end == len(text) or not _is_word_char(text[end])
-            )
+            whole_word = True if detail is None or not any_bounded else detail().is_word(start, end)
             for rule in members:
-                if bounded or not rule.word_boundary:
-                    yield Hit(rule, start, end)
+                if (whole_word or not rule.word_boundary) and (accept is None or accept(rule)):
+                    yield Hit(rule, start, end, "compact")
+
+    def scan_regexes(self, view: str, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
+        for rule, pattern in self._regexes:
+            if accept is not None and not accept(rule):
+                continue
+            try:
+                for found in pattern.finditer(view, timeout=self._budget):
+                    if found.end() > found.start():
+                        yield Hit(rule, found.start(), found.end(), "light")
+            except TimeoutError:
+                raise RegexTimeout(rule.id) from None

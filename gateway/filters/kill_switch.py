@@ -1,6 +1,6 @@
 """Kill switch: refuses every request under an engaged switch before anything else runs.
 
-Checks the most specific scope first (`key:`, `model:`, `route:`, then `global`); the first engaged,
+Checks the most specific scope first (`key:`, `tenant:`, `model:`, `route:`, then `global`); the first engaged,
 unexpired switch answers 503 `service_suspended` with `Retry-After`. Fails closed: an error here
 refuses the request (the chain runner turns it into a 503).
 """
@@ -34,6 +34,8 @@ class KillSwitchFilter:
         scopes = []
         if ctx.identity.key_id is not None:
             scopes.append(f"key:{ctx.identity.key_id}")
+        if ctx.identity.tenant is not None:
+            scopes.append(f"tenant:{ctx.identity.tenant}")
         if ctx.model is not None:
             scopes.append(f"model:{ctx.model}")
         scopes.append(f"route:{ctx.route.name}")

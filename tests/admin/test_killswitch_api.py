@@ -21,7 +21,7 @@ async def test_engage_list_release_audit(stack: Stack) -> None:
     assert entries[1]["incident_id"] == "INC-3"
 
 
-@pytest.mark.parametrize("scope", ["everything", "model:", "route:a b", "tenant:acme", "user:x"])
+@pytest.mark.parametrize("scope", ["everything", "model:", "route:a b", "tenant:", "user:x"])
 async def test_bad_scope_is_422(stack: Stack, scope: str) -> None:
     response = await stack.admin.put(
         f"/v1/killswitches/{scope}", json={"engaged": True, "reason": "r"}, headers=auth(COMMANDER)

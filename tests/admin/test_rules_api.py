@@ -50,7 +50,9 @@ async def test_push_returns_version_and_ids_and_records_provenance(stack: Stack)
         ([{"pattern": "a", "id": "same"}, {"pattern": "b", "id": "same"}], 1, "id"),
         (["not an object"], 0, "rule"),
         ([{"pattern": 5}], 0, "pattern"),
-        ([{"pattern": "x", "kind": "regex"}], 0, "kind"),
+        ([{"pattern": "(a+)+$", "kind": "regex"}], 0, "pattern"),
+        ([{"pattern": "[unclosed", "kind": "regex"}], 0, "pattern"),
+        ([{"pattern": "... --- ???", "kind": "literal"}], 0, "pattern"),
     ],
 )
 async def test_invalid_rule_is_422_naming_index_and_field_and_changes_nothing(

@@ -143,7 +143,7 @@ async def test_a_filter_fault_fails_closed(stack: Stack, monkeypatch: pytest.Mon
     def broken(text: str) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("gateway.filters.input_scan.normalize", broken)
+    monkeypatch.setattr("gateway.filters.input_scan.TextView", broken)
     response = await _send(stack, chat("clean text"))
     assert response.status == 503
     assert (await response.json())["error"]["code"] == "containment_unavailable"
