@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -71,10 +72,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "unexpected error; nothing was changed")
 
 
+LARGE_BODY = 256 * 1024
+
+
 async def read_json(request: web.Request) -> dict[str, object]:
     raw = await request.read()
     try:
-        body = orjson.loads(raw)
+        # A bulk push can be tens of MB: parse it beside the event loop, not on it.
+        body = await asyncio.to_thread(orjson.loads, raw) if len(raw) > LARGE_BODY else orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

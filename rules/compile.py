@@ -44,11 +44,16 @@ def _applies(rule: Rule, direction: str) -> bool:
 def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> CompiledPolicy:
     now = utcnow()
     live = [rule for rule in policy.rules if not rule.expired(now)]
+    inputs = [r for r in live if _applies(r, "input")]
+    outputs = [r for r in live if _applies(r, "output")]
+    input_matcher = Matcher(inputs, regex_budget=regex_budget)
+    # Rules default to "both": then one matcher serves both directions (half the build time and memory).
+    same = len(inputs) == len(outputs) and all(a is b for a, b in zip(inputs, outputs, strict=True))
     return CompiledPolicy(
         version=policy.version,
         compiled_at=now,
-        input=Matcher([r for r in live if _applies(r, "input")], regex_budget=regex_budget),
-        output=Matcher([r for r in live if _applies(r, "output")], regex_budget=regex_budget),
+        input=input_matcher,
+        output=input_matcher if same else Matcher(outputs, regex_budget=regex_budget),
         killswitches=MappingProxyType(dict(policy.killswitches)),
         rule_count=len(policy.rules),
     )
@@ -57,6 +62,8 @@ def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET
 def check_specs(specs: Iterable[RuleSpec], categories: frozenset[str]) -> None:
     """Refuse what validation by type alone cannot see; raises RuleError for the first bad rule."""
     for index, spec in enumerate(specs):
+        if not spec.pattern.strip():
+            raise RuleError(index, "pattern", "pattern must contain non-whitespace text")
         if spec.category not in categories:
             raise RuleError(index, "category", f"unknown category {spec.category!r}")
         if spec.kind == "regex":

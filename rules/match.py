@@ -11,7 +11,8 @@ import ahocorasick
 import regex
 
 from rules.model import Rule
-from rules.normalize import Detail, TextView, compact
+from rules.normalize import AsciiDetail, Detail, TextView, compact
+from rules.regex_prefilter import required_factors
 
 DEFAULT_REGEX_BUDGET = 0.025  # seconds per regex search
 REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.VERSION0
@@ -33,7 +34,7 @@ class Hit:
     view: ViewKind
 
     def original_span(self, text: TextView) -> tuple[int, int]:
-        detail: Detail = text.compact_detail if self.view == "compact" else text.light_detail
+        detail = text.compact_detail if self.view == "compact" else text.light_detail
         return detail.original_span(self.start, self.end)
 
 
@@ -47,11 +48,26 @@ class Matcher:
     def __init__(self, rules: Sequence[Rule], *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> None:
         grouped: dict[str, list[Rule]] = {}
         self._regexes: list[tuple[Rule, regex.Pattern[str]]] = []
+        self._always: list[int] = []  # regexes without a usable literal factor
+        factors: dict[str, list[int]] = {}
         for rule in rules:
             if rule.kind == "regex":
+                index = len(self._regexes)
                 self._regexes.append((rule, compile_regex(rule.pattern)))
+                required = required_factors(rule.pattern)
+                if required is None:
+                    self._always.append(index)
+                for factor in required or ():
+                    factors.setdefault(factor, []).append(index)
             else:
                 grouped.setdefault(compact(rule.pattern), []).append(rule)
+        self._prefilter: ahocorasick.Automaton | None = None
+        if factors:
+            prefilter = ahocorasick.Automaton()
+            for factor, indexes in factors.items():
+                prefilter.add_word(factor, tuple(indexes))
+            prefilter.make_automaton()
+            self._prefilter = prefilter
         grouped.pop("", None)  # refused at push time; never let an empty key match everywhere
         self.size = len(rules)
         self.has_redact = any(rule.action == "redact" for rule in rules)
@@ -61,7 +77,12 @@ class Matcher:
         if grouped:
             automaton = ahocorasick.Automaton()
             for key, members in grouped.items():
-                automaton.add_word(key, (len(key), tuple(members), any(r.word_boundary for r in members)))
+                value: tuple[int, tuple[Rule, ...], bool]
+                if len(members) == 1:
+                    value = (len(key), (members[0],), members[0].word_boundary)
+                else:
+                    value = (len(key), tuple(members), any(r.word_boundary for r in members))
+                automaton.add_word(key, value)
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -76,7 +97,10 @@ class Matcher:
             yield from self.scan_regexes(text.light, accept)
 
     def scan_literals(
-        self, view: str, detail: Callable[[], Detail] | None, accept: Callable[[Rule], bool] | None = None
+        self,
+        view: str,
+        detail: Callable[[], Detail | AsciiDetail] | None,
+        accept: Callable[[Rule], bool] | None = None,
     ) -> Iterator[Hit]:
         """Literal hits in a compact view; word boundaries are checked with `detail` (None: the caller
         judges them itself)."""
@@ -90,8 +114,18 @@ class Matcher:
                 if (whole_word or not rule.word_boundary) and (accept is None or accept(rule)):
                     yield Hit(rule, start, end, "compact")
 
+    def _candidates(self, view: str) -> list[int]:
+        """The regexes that could match `view`: those with no factor, and those whose factor occurs."""
+        if self._prefilter is None:
+            return self._always
+        found = set(self._always)
+        for _, indexes in self._prefilter.iter(view):
+            found.update(indexes)
+        return sorted(found)
+
     def scan_regexes(self, view: str, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
-        for rule, pattern in self._regexes:
+        for index in self._candidates(view):
+            rule, pattern = self._regexes[index]
             if accept is not None and not accept(rule):
                 continue
             try:

@@ -26,6 +26,7 @@ is folded, but digits, punctuation and whitespace stay as written, so regexes ke
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import unicodedata
@@ -92,6 +93,8 @@ def _build_tables() -> tuple[dict[int, str], dict[int, str]]:
 _LIGHT_TABLE, _COMPACT_TABLE = _build_tables()
 _ASCII_COMPACT = {code: _NOT_WORD.sub("", chr(code).lower().translate(_COMPACT_TABLE)) for code in range(128)}
 _ASCII_TABLE = {code: value or None for code, value in _ASCII_COMPACT.items() if value != chr(code)}
+# In ASCII text every kept character becomes exactly one compact character.
+_ASCII_MASK = {code: "k" if value else "s" for code, value in _ASCII_COMPACT.items()}
 
 
 def compact(text: str) -> str:
@@ -183,6 +186,59 @@ def light_detail(text: str) -> Detail:
     return Detail(view, tuple(origin), flags, flags, len(text))
 
 
+class AsciiDetail:
+    """The compact view's maps for ASCII text, answered on demand from a mask of kept characters
+    (a C-speed translate, then counting), instead of building `compact_detail`'s per-character maps;
+    same answers."""
+
+    __slots__ = ("text", "_original", "_mask", "_blocks")
+    BLOCK = 256
+
+    def __init__(self, original: str, view: str) -> None:
+        self.text = view
+        self._original = original
+        self._mask = original.translate(_ASCII_MASK)  # "k" kept, "s" separator
+        self._blocks: list[int] | None = None  # kept characters before each BLOCK-sized block
+
+    def _origin(self, index: int) -> int:
+        """Original index of view character `index`: the (index+1)-th kept character."""
+        if self._blocks is None:
+            blocks, total = [], 0
+            for begin in range(0, len(self._mask), self.BLOCK):
+                blocks.append(total)
+                total += self._mask.count("k", begin, begin + self.BLOCK)
+            self._blocks = blocks
+        block = bisect.bisect_right(self._blocks, index) - 1
+        before = self._blocks[block]
+        low = block * self.BLOCK
+        high = min(low + self.BLOCK, len(self._mask)) - 1
+        while low < high:
+            middle = (low + high) // 2
+            if before + self._mask.count("k", block * self.BLOCK, middle + 1) > index:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _begins_run(self, index: int) -> bool:
+        origin = self._origin(index)
+        return origin == 0 or self._mask[origin - 1] == "s"
+
+    def _soft(self, index: int) -> bool:
+        return self._original[self._origin(index)] in LEET_SYMBOLS
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        if start >= len(self.text):
+            return len(self._original), len(self._original)
+        first = self._origin(start)
+        return first, (self._origin(end - 1) + 1 if end > start else first)
+
+    def is_word(self, start: int, end: int) -> bool:
+        begins = start == 0 or self._begins_run(start) or self._soft(start - 1)
+        ends = end >= len(self.text) or self._begins_run(end) or self._soft(end)
+        return begins and ends
+
+
 class TextView:
     """One text and its views, each computed once, on demand."""
 
@@ -191,7 +247,7 @@ class TextView:
     def __init__(self, text: str) -> None:
         self.text = text
         self._compact: str | None = None
-        self._compact_detail: Detail | None = None
+        self._compact_detail: Detail | AsciiDetail | None = None
         self._light: str | None = None
         self._light_detail: Detail | None = None
 
@@ -202,9 +258,12 @@ class TextView:
         return self._compact
 
     @property
-    def compact_detail(self) -> Detail:
+    def compact_detail(self) -> Detail | AsciiDetail:
         if self._compact_detail is None:
-            self._compact_detail = compact_detail(self.text)
+            if self.text.isascii():
+                self._compact_detail = AsciiDetail(self.text, self.compact)
+            else:
+                self._compact_detail = compact_detail(self.text)
         return self._compact_detail
 
     @property

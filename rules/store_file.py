@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import IO
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from rules.model import AuditEntry, Policy, utcnow
+from rules.model import AuditEntry, Policy, Rule, utcnow
 from rules.store import Listener, Mutation, StoreError
 
 POLICY_FILE = "policy.json"
@@ -43,6 +43,21 @@ def write_atomic(path: Path, data: bytes) -> None:
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_RULES = TypeAdapter(list[Rule])
+SERIALIZE_SLICE = 2_000
+
+
+def serialize_policy(policy: Policy) -> bytes:
+    """`policy` as JSON, its rules serialized in slices so that a 100k-rule policy does not hold the GIL
+    (and stall the data plane) for the whole dump."""
+    head = policy.model_dump_json(exclude={"rules"}).encode()
+    rules = policy.rules
+    parts = [
+        _RULES.dump_json(list(rules[i : i + SERIALIZE_SLICE]))[1:-1] for i in range(0, len(rules), SERIALIZE_SLICE)
+    ]
+    return head[:-1] + b',"rules":[' + b",".join(p for p in parts if p) + b"]}"
 
 
 class EmbeddedStore:
@@ -138,7 +153,7 @@ class EmbeddedStore:
                 handle.write(entry.model_dump_json().encode() + b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-                write_atomic(self._dir / POLICY_FILE, policy.model_dump_json().encode())
+                write_atomic(self._dir / POLICY_FILE, serialize_policy(policy))
             except BaseException:
                 handle.truncate(committed_size)  # the change did not commit: neither does its record
                 raise

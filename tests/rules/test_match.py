@@ -57,16 +57,19 @@ def test_regex_sees_folded_homoglyphs_and_case() -> None:
 
 
 def test_a_regex_over_budget_raises() -> None:
-    matcher = Matcher.__new__(Matcher)
-    import regex
-
-    slow = regex.compile(r"(a|aa)+$")
-    rule = RuleSpec(pattern="x", kind="regex").to_rule(created_by="t", now=utcnow())
-    matcher.__init__([])  # type: ignore[misc]
-    matcher._regexes = [(rule, slow)]
-    matcher._budget = 0.01
+    # Push-time checks refuse this pattern; the matcher itself must still bound it.
+    matcher = _matcher({"pattern": "(a|aa)+$", "kind": "regex"}, budget=0.01)
     with pytest.raises(RegexTimeout):
         list(matcher.scan(TextView("a" * 5000 + "!")))
+
+
+def test_prefilter_skips_regexes_whose_factor_is_absent_but_never_a_match() -> None:
+    matcher = _matcher(
+        {"pattern": r"\bignore (all )?previous instructions", "kind": "regex", "id": "inj"},
+        {"pattern": r"\d{3}-\d{2}-\d{4}", "kind": "regex", "id": "ssn"},
+    )
+    assert matcher._candidates("hello there 123-45-6789") == [1]
+    assert _ids(matcher, "IGNORE previous INSTRUCTIONS and 123-45-6789") == ["inj", "ssn"]
 
 
 def test_empty_matcher_finds_nothing() -> None:

@@ -140,3 +140,20 @@ def test_offsets_map_to_characters_that_fold_to_the_match(text: str) -> None:
     detail = compact_detail(text)
     for index, char in enumerate(detail.text):
         assert char in compact(text[detail.origin[index]])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)), st.data())
+def test_ascii_detail_agrees_with_the_general_one(text: str, data: st.DataObject) -> None:
+    from rules.normalize import AsciiDetail
+
+    general = compact_detail(text)
+    fast = AsciiDetail(text, compact(text))
+    assert fast.text == general.text
+    n = len(general.text)
+    if n == 0:
+        return
+    start = data.draw(st.integers(0, n - 1))
+    end = data.draw(st.integers(start + 1, n))
+    assert fast.original_span(start, end) == general.original_span(start, end)
+    assert fast.is_word(start, end) == general.is_word(start, end)

@@ -109,3 +109,13 @@ async def test_corrupt_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "policy.json").write_text('{"version": "many"}')
     with pytest.raises(StoreError, match="not a valid policy file"):
         await EmbeddedStore(tmp_path).open()
+
+
+def test_sliced_serialization_round_trips() -> None:
+    from rules.model import to_rules
+    from rules.store_file import serialize_policy
+
+    now = utcnow()
+    rules = to_rules([RuleSpec(pattern=f"p{i}") for i in range(4_500)], created_by="t", now=now)
+    for policy in (Policy(), Policy(version=3, rules=tuple(rules[:1])), Policy(version=9, rules=tuple(rules))):
+        assert Policy.model_validate_json(serialize_policy(policy)) == policy

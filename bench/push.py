@@ -1,0 +1,188 @@
+"""Push-to-enforcement benchmark: a 100k-literal (+100 regex) push into a running gateway under traffic.
+
+    .venv/bin/python bench/push.py                 # 100,000 literals + 100 regexes, 8 concurrent clients
+    .venv/bin/python bench/push.py --literals 20000 --clients 4
+
+Starts `containment mock-upstream` and `containment serve` as real processes on free loopback ports,
+keeps clean chat traffic flowing, pushes the rule set through the admin API, and reports: the push
+call's duration, the time from the push until a request containing a pushed phrase is refused, the
+traffic's failures and latency during the push, and the gateway's RSS. Bounded: stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import rules as make_rules  # noqa: E402
+
+TOKEN = "bench-commander-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"{url} never became ready")
+
+
+def chat(text: str) -> dict[str, object]:
+    return {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}
+
+
+async def traffic(
+    session: aiohttp.ClientSession, url: str, stop: asyncio.Event, latencies: list[float], failures: list[str]
+) -> None:
+    body = chat("Please summarise the history of the water system for the research team. " * 4)
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            async with session.post(url, json=body) as response:
+                await response.read()
+                if response.status != 200:
+                    failures.append(str(response.status))
+        except aiohttp.ClientError as exc:
+            failures.append(type(exc).__name__)
+        latencies.append(time.perf_counter() - started)
+
+
+def start_processes(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, int]:
+    mock_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    state = tempfile.mkdtemp(prefix="containment-bench-")
+    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}"}
+    exe = [sys.executable, "-m", "admin.cli"]
+    mock = subprocess.Popen([*exe, "mock-upstream", "--port", str(mock_port)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen(
+        [
+            *exe,
+            "serve",
+            "--upstream",
+            f"http://127.0.0.1:{mock_port}",
+            "--listen",
+            f"127.0.0.1:{gw_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            state,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    return mock, gateway, mock_port, gw_port, admin_port
+
+
+async def run(args: argparse.Namespace) -> None:
+    mock, gateway, mock_port, gw_port, admin_port = start_processes(args)
+    base, admin = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}"
+    rules = make_rules(args.literals, args.regexes)
+    probe_phrase = rules[len(rules) // 2]["pattern"] if args.literals else "x"
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await wait_ready(session, f"{base}/_containment/readyz")
+            await wait_ready(session, f"http://127.0.0.1:{mock_port}/v1/models")
+            rss_before = rss_mb(gateway.pid)
+            stop = asyncio.Event()
+            baseline: list[float] = []
+            failures: list[str] = []
+            workers = [
+                asyncio.create_task(traffic(session, f"{base}/v1/chat/completions", stop, baseline, failures))
+                for _ in range(args.clients)
+            ]
+            await asyncio.sleep(2)
+            before_push = list(baseline)
+            baseline.clear()
+            started = time.perf_counter()
+            async with session.post(
+                f"{admin}/v1/rules",
+                json={"rules": rules, "reason": "bench"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as response:
+                assert response.status == 201, await response.text()
+                await response.read()
+            push_seconds = time.perf_counter() - started
+            enforced_seconds = float("nan")
+            deadline = time.perf_counter() + 30
+            while time.perf_counter() < deadline:
+                async with session.post(f"{base}/v1/chat/completions", json=chat(f"tell me {probe_phrase}")) as probe:
+                    if probe.status == 400:
+                        enforced_seconds = time.perf_counter() - started
+                        break
+                await asyncio.sleep(0.01)
+            during = list(baseline)
+            await asyncio.sleep(1)
+            stop.set()
+            await asyncio.gather(*workers)
+            rss_after = rss_mb(gateway.pid)
+    finally:
+        for process in (gateway, mock):
+            process.terminate()
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3 if ordered else float("nan")
+
+    print(f"rules pushed: {args.literals:,} literals + {args.regexes} regexes; clean traffic: {args.clients} clients")
+    print()
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| push call (validate + persist + compile + swap), s | {push_seconds:.2f} |")
+    print(f"| push start → first refused request, s | {enforced_seconds:.2f} |")
+    print(f"| clean requests during the push | {len(during):,} |")
+    print(f"| failed clean requests during the push | {len(failures)} |")
+    print(
+        f"| latency before the push p50 / p99, ms | {statistics.median(before_push) * 1e3:.2f} / "
+        f"{pct(before_push, 0.99):.2f} |"
+    )
+    print(
+        f"| latency during the push p50 / p99 / max, ms | {pct(during, 0.5):.2f} / {pct(during, 0.99):.2f} / "
+        f"{pct(during, 1.0):.2f} |"
+    )
+    print(f"| gateway RSS before / after, MB | {rss_before:.0f} / {rss_after:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--literals", type=int, default=100_000)
+    parser.add_argument("--regexes", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=8)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
