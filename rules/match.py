@@ -71,6 +71,7 @@ class Matcher:
         grouped.pop("", None)  # refused at push time; never let an empty key match everywhere
         self.size = len(rules)
         self.has_redact = any(rule.action == "redact" for rule in rules)
+        self.has_regex_redact = any(rule.action == "redact" for rule, _ in self._regexes)
         self.longest_literal = max((len(key) for key in grouped), default=0)
         self._budget = regex_budget
         self._automaton: ahocorasick.Automaton | None = None

@@ -39,7 +39,7 @@ class StreamScanner:
         self._redaction = redaction
         self._keep = max(matcher.longest_literal, 1)
         self._literal_hold = max(matcher.longest_literal - 1, 0) if matcher.has_redact else 0
-        self._regex_hold = REGEX_REDACT_HOLD if matcher.has_redact and matcher.has_regex else 0
+        self._regex_hold = REGEX_REDACT_HOLD if matcher.has_regex_redact else 0
         # compact view of (kept context + pending), with absolute original offsets
         self._norm = ""
         self._origin: list[int] = []

@@ -131,3 +131,20 @@ def test_redaction_holds_back_only_the_longest_pattern() -> None:
     second = scanner.feed("ret and more words")
     assert second.text == "is [REDACTED] and more "
     assert scanner.finish().text.endswith("words")
+
+
+def test_regex_block_rules_do_not_make_redaction_hold_more() -> None:
+    matcher = _matcher(
+        {"pattern": "hunter2", "action": "redact", "id": "h"},
+        {"pattern": r"ignore (all )?previous instructions", "kind": "regex", "id": "inj"},
+    )
+    scanner = StreamScanner(matcher)
+    assert scanner.feed("my password is ").text == "my pass"  # "wordis": len("hunter2") - 1 compact chars held
+
+
+def test_regex_redaction_in_a_stream() -> None:
+    matcher = _matcher({"pattern": r"\bsk-[a-z0-9]{8,}\b", "kind": "regex", "action": "redact", "id": "k"})
+    scanner = StreamScanner(matcher)
+    sent = [scanner.feed(piece).text for piece in ["key: sk-abc", "def12345 and", " more text follows"]]
+    sent.append(scanner.finish().text)
+    assert "".join(sent) == "key: [REDACTED] and more text follows"
