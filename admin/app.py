@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from admin import killswitch_api, policy_api, rules_api
+from admin import controls_api, incidents_api, killswitch_api, policy_api, rules_api
 from admin.auth import AUTHENTICATOR, Authenticator
-from admin.context import CATEGORIES, ENFORCEMENT, STORE, Enforcement
+from admin.context import CATEGORIES, ENFORCEMENT, STAGE1_TTL, STORE, Enforcement
 from admin.errors import json_errors
 from rules.roles import AdminToken
 from rules.store import PolicyStore
@@ -28,14 +28,18 @@ def build_admin_app(
     registry: CollectorRegistry,
     categories: frozenset[str],
     enforcement: Callable[[], Enforcement | None] = _no_enforcement,
+    stage1_default_ttl: int = 0,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_ADMIN_BODY)
     app[STORE] = store
     app[AUTHENTICATOR] = Authenticator(tokens)
     app[CATEGORIES] = categories
     app[ENFORCEMENT] = enforcement
+    app[STAGE1_TTL] = stage1_default_ttl
     app[policy_api.REGISTRY] = registry
     policy_api.add_routes(app)
     rules_api.add_routes(app)
     killswitch_api.add_routes(app)
+    controls_api.add_routes(app)
+    incidents_api.add_routes(app)
     return app

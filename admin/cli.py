@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -15,15 +14,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from admin.client import AdminClient, ClientError
+from admin import commands as commands_
+from admin.client import ClientError
+from admin.commands import UsageError
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
-
-
-class UsageError(Exception):
-    pass
 
 
 def _run_async(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -75,90 +70,6 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.admin, os.environ.get("CONTAINMENT_TOKEN"))
-
-
-def _load_rule_file(path: Path) -> tuple[list[Any], str | None]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid YAML or JSON: {str(exc).splitlines()[0]}") from None
-    if isinstance(document, list):
-        return document, None
-    if isinstance(document, dict) and isinstance(document.get("rules"), list):
-        reason = document.get("reason")
-        return document["rules"], reason if isinstance(reason, str) else None
-    raise UsageError(f"{path} must hold a list of rules or a mapping with a 'rules' list")
-
-
-def cmd_rules_push(args: argparse.Namespace) -> int:
-    rules, file_reason = _load_rule_file(args.file)
-    reason = args.reason or file_reason
-    if not reason:
-        raise UsageError("a reason is required: --reason R (or 'reason:' in the file)")
-    result = _client(args).call("POST", "/v1/rules", {"rules": rules, "reason": reason})
-    print(f"pushed {len(result['ids'])} rules; policy version {result['version']}")
-    return 0
-
-
-def cmd_rules_list(args: argparse.Namespace) -> int:
-    query = {k: str(v) for k in ("category", "stage", "incident_id", "action") if (v := getattr(args, k))}
-    result = _client(args).call("GET", "/v1/rules", query=query | {"limit": "100000"})
-    if args.json:
-        print(json.dumps(result["rules"], indent=2))
-        return 0
-    print(f"{'ID':<20} {'ACTION':<7} {'DIR':<6} {'CATEGORY':<24} {'SEV':<8} {'STG':<3} {'EXPIRES':<20} PATTERN")
-    for rule in result["rules"]:
-        pattern = rule["pattern"] if len(rule["pattern"]) <= 40 else rule["pattern"][:37] + "..."
-        expires = (rule["expires_at"] or "never")[:19]
-        print(
-            f"{rule['id']:<20} {rule['action']:<7} {rule['applies_to']:<6} {rule['category']:<24} "
-            f"{rule['severity']:<8} {rule['stage']:<3} {expires:<20} {pattern}"
-        )
-    print(f"{result['total']} rules at policy version {result['version']}")
-    return 0
-
-
-def cmd_rules_delete(args: argparse.Namespace) -> int:
-    query = {"reason": args.reason} if args.reason else None
-    result = _client(args).call("DELETE", f"/v1/rules/{args.rule_id}", query=query)
-    print(f"deleted {result['deleted']}; policy version {result['version']}")
-    return 0
-
-
-def cmd_kill(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"engaged": args.action == "engage", "reason": args.reason}
-    if args.action == "engage":
-        body.update({k: v for k, v in (("message", args.message), ("ttl_seconds", args.ttl)) if v is not None})
-    result = _client(args).call("PUT", f"/v1/killswitches/{args.scope}", body)
-    state = "engaged" if result["engaged"] else "released"
-    print(f"kill switch {result['scope']} {state}; policy version {result['version']}")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    client = _client(args)
-    policy = client.call("GET", "/v1/policy")
-    switches = client.call("GET", "/v1/killswitches")["killswitches"]
-    enforced = policy.get("enforced_version")
-    print(
-        f"policy version {policy['version']} ({policy['rule_count']} rules), "
-        f"enforced here: {enforced if enforced is not None else 'n/a'}"
-    )
-    if not switches:
-        print("kill switches: none engaged")
-    for switch in switches:
-        until = switch["expires_at"] or "released by hand"
-        print(
-            f"kill switch {switch['scope']}: engaged by {switch['engaged_by']} at {switch['engaged_at']} "
-            f"until {until}: {switch['reason']}"
-        )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="containment", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,28 +103,60 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
         return command
 
-    rules = commands.add_parser("rules", help="push, list or delete block rules").add_subparsers(
+    rules = commands.add_parser("rules", help="push, list, patch or delete rules").add_subparsers(
         dest="rules_command", required=True
     )
-    push = client_command(rules, "push", "push a YAML/JSON rule pack (all-or-nothing)", cmd_rules_push)
+    push = client_command(rules, "push", "push a YAML/JSON rule pack (all-or-nothing)", commands_.cmd_rules_push)
     push.add_argument("file", type=Path)
     push.add_argument("--reason")
-    listing = client_command(rules, "list", "list rules", cmd_rules_list)
+    listing = client_command(rules, "list", "list rules", commands_.cmd_rules_list)
     for name in ("category", "stage", "incident_id", "action"):
         listing.add_argument(f"--{name.replace('_', '-')}", dest=name)
     listing.add_argument("--json", action="store_true")
-    delete = client_command(rules, "delete", "delete one rule", cmd_rules_delete)
+    patch = client_command(rules, "patch", "promote, renew or re-scope one rule", commands_.cmd_rules_patch)
+    patch.add_argument("rule_id")
+    patch.add_argument("--set", action="append", metavar="NAME=VALUE", help="e.g. action=block, scope={models: [m]}")
+    patch.add_argument("--ttl", type=int, help="renew: expire this many seconds from now")
+    patch.add_argument("--reason", required=True)
+    delete = client_command(rules, "delete", "delete one rule", commands_.cmd_rules_delete)
     delete.add_argument("rule_id")
     delete.add_argument("--reason")
 
-    kill = client_command(commands, "kill", "engage or release a kill switch", cmd_kill)
+    kill = client_command(commands, "kill", "engage or release a kill switch", commands_.cmd_kill)
     kill.add_argument("action", choices=("engage", "release"))
-    kill.add_argument("scope", help="global, route:NAME, model:NAME or key:KEYID")
+    kill.add_argument("scope", help="global, route:NAME, model:NAME, tenant:NAME or key:KEYID")
     kill.add_argument("--reason", required=True)
+    kill.add_argument("--mode", choices=("reject", "canned"), help="reject (503) or canned (a reply)")
     kill.add_argument("--message", help="what refused callers are told")
     kill.add_argument("--ttl", type=int, help="release by itself after this many seconds")
+    kill.add_argument("--incident", help="incident id this change serves")
 
-    client_command(commands, "status", "policy version, rules and engaged kill switches", cmd_status)
+    access = client_command(commands, "access", "show or replace the access lists", commands_.cmd_access)
+    access.add_argument("action", choices=("show", "set"))
+    access.add_argument("file", type=Path, nargs="?", help="YAML/JSON: restricted, allow, deny")
+    access.add_argument("--reason")
+    access.add_argument("--incident")
+
+    ratelimit = client_command(commands, "ratelimit", "show or set rate limits", commands_.cmd_ratelimit)
+    ratelimit.add_argument("action", choices=("show", "set", "throttle"))
+    ratelimit.add_argument("file", type=Path, nargs="?", help="set: YAML/JSON with limits and throttle")
+    ratelimit.add_argument("--factor", type=float, help="throttle: scale every limit by this (0-1)")
+    ratelimit.add_argument("--reason")
+    ratelimit.add_argument("--incident")
+
+    incident = client_command(commands, "incident", "declare, list or show incidents", commands_.cmd_incident)
+    incident.add_argument("action", choices=("declare", "list", "show"))
+    incident.add_argument("id", nargs="?")
+    incident.add_argument("--title")
+    incident.add_argument("--severity", choices=("low", "medium", "high", "critical"))
+    incident.add_argument("--commander")
+
+    policy = commands.add_parser("policy", help="policy versions").add_subparsers(dest="policy_command", required=True)
+    rollback = client_command(policy, "rollback", "restore the whole policy of a version", commands_.cmd_rollback)
+    rollback.add_argument("version", type=int)
+    rollback.add_argument("--reason", required=True)
+
+    client_command(commands, "status", "policy version, rules and engaged kill switches", commands_.cmd_status)
     return parser
 
 

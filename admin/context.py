@@ -22,3 +22,4 @@ class Enforcement:
 STORE: web.AppKey[PolicyStore] = web.AppKey("store")
 CATEGORIES: web.AppKey[frozenset[str]] = web.AppKey("categories")
 ENFORCEMENT: web.AppKey[Callable[[], Enforcement | None]] = web.AppKey("enforcement")
+STAGE1_TTL: web.AppKey[int] = web.AppKey("stage1_ttl")

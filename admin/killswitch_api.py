@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from admin.auth import Principal, requires
 from admin.context import STORE
-from admin.errors import ApiError, ok, read_json
+from admin.controls_api import parse_body
+from admin.errors import ApiError, ok
 from rules.model import AuditEntry, KillSwitch, KillSwitchSpec, Policy, utcnow, valid_scope
 from rules.roles import Role
 
@@ -28,13 +28,7 @@ def _check_scope(scope: str) -> None:
 async def put_killswitch(request: web.Request, principal: Principal) -> web.Response:
     scope = request.match_info["scope"]
     _check_scope(scope)
-    body = await read_json(request)
-    try:
-        spec = KillSwitchSpec.model_validate(body)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        raise ApiError(422, "invalid_killswitch", f"{field}: {error['msg']}", field=field) from None
+    spec = await parse_body(request, KillSwitchSpec, "invalid_killswitch")
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
         now = utcnow()
@@ -63,6 +57,7 @@ async def put_killswitch(request: web.Request, principal: Principal) -> web.Resp
             target=scope,
             reason=spec.reason,
             incident_id=spec.incident_id,
+            contains=spec.engaged,
             before=before.model_dump(mode="json") if before else None,
             after=after.model_dump(mode="json") if after else None,
         )

@@ -9,10 +9,10 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from admin.auth import Principal, requires
-from admin.context import CATEGORIES, STORE
+from admin.context import CATEGORIES, STAGE1_TTL, STORE
 from admin.errors import ApiError, ok, read_json
 from rules.compile import RuleError, check_specs
-from rules.model import AuditEntry, Policy, Rule, RuleSpec, to_rules, utcnow
+from rules.model import AuditEntry, Policy, Rule, RulePatch, RuleSpec, to_rules, utcnow
 from rules.roles import Role
 from rules.store import NotFound
 
@@ -34,7 +34,9 @@ def _field_error(exc: ValidationError, offset: int = 0) -> ApiError:
     return ApiError(422, "invalid_rule", f"{where}: {reason}", index=index, field=field, reason=reason)
 
 
-def validate_push(body: dict[str, Any], categories: frozenset[str], actor: str) -> tuple[list[Rule], str]:
+def validate_push(
+    body: dict[str, Any], categories: frozenset[str], actor: str, stage1_ttl: int = 0
+) -> tuple[list[Rule], str]:
     rules = body.get("rules")
     if not isinstance(rules, list) or not rules:
         raise ApiError(422, "invalid_rule", "rules: must be a non-empty list", field="rules")
@@ -53,6 +55,11 @@ def validate_push(body: dict[str, Any], categories: frozenset[str], actor: str) 
             except ValidationError as exc:
                 raise _field_error(exc, offset=begin) from None
         check_specs(specs, categories)
+        if stage1_ttl:
+            # Block lists are triage, not fixes: a stage-1 rule without an expiry gets the default one.
+            for spec in specs:
+                if spec.stage == 1 and spec.expires_at is None and spec.ttl_seconds is None:
+                    spec.ttl_seconds = stage1_ttl
     except RuleError as exc:
         raise ApiError(422, "invalid_rule", str(exc), index=exc.index, field=exc.field, reason=exc.reason) from None
     now = utcnow()
@@ -75,7 +82,9 @@ def validate_push(body: dict[str, Any], categories: frozenset[str], actor: str) 
 @requires(Role.responder)
 async def push_rules(request: web.Request, principal: Principal) -> web.Response:
     body = await read_json(request)
-    new_rules, reason = await asyncio.to_thread(validate_push, body, request.app[CATEGORIES], principal.name)
+    new_rules, reason = await asyncio.to_thread(
+        validate_push, body, request.app[CATEGORIES], principal.name, request.app[STAGE1_TTL]
+    )
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
         existing = {rule.id for rule in policy.rules}
@@ -99,6 +108,7 @@ async def push_rules(request: web.Request, principal: Principal) -> web.Response
             target=f"{len(ids)} rules",
             reason=reason,
             incident_id=incidents[0] if len(incidents) == 1 else None,
+            contains=any(rule.action != "shadow" for rule in new_rules),
             after={"count": len(ids), "ids": ids[:AUDITED_IDS], "ids_truncated": len(ids) > AUDITED_IDS},
         )
         return policy.model_copy(update={"rules": policy.rules + tuple(new_rules)}), entry
@@ -163,8 +173,47 @@ async def delete_rule(request: web.Request, principal: Principal) -> web.Respons
     return ok({"version": policy.version, "deleted": rule_id})
 
 
+@requires(Role.responder)
+async def patch_rule(request: web.Request, principal: Principal) -> web.Response:
+    rule_id = request.match_info["rule_id"]
+    body = await read_json(request)
+    for immutable in ("pattern", "kind", "id"):
+        if immutable in body:
+            raise ApiError(
+                422, "invalid_rule", f"{immutable}: cannot be changed; push a new rule instead", field=immutable
+            )
+    try:
+        patch = RulePatch.model_validate(body)
+    except ValidationError as exc:
+        raise _field_error(exc) from None
+    if patch.category is not None and patch.category not in request.app[CATEGORIES]:
+        raise ApiError(422, "invalid_rule", f"category: unknown category {patch.category!r}", field="category")
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        before = _find(policy, rule_id)
+        after = patch.apply(before, utcnow())
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="rules.patch",
+            target=rule_id,
+            reason=patch.reason,
+            incident_id=after.incident_id,
+            contains=after.action != "shadow" and before.action == "shadow",
+            before=before.model_dump(mode="json"),
+            after=after.model_dump(mode="json"),
+        )
+        rules = tuple(after if rule.id == rule_id else rule for rule in policy.rules)
+        return policy.model_copy(update={"rules": rules}), entry
+
+    policy, _ = await request.app[STORE].update(mutate)
+    return ok({"version": policy.version, "rule": _find(policy, rule_id).model_dump(mode="json")})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rules", list_rules)
     app.router.add_post("/v1/rules", push_rules)
     app.router.add_get("/v1/rules/{rule_id}", get_rule)
     app.router.add_delete("/v1/rules/{rule_id}", delete_rule)
+    app.router.add_patch("/v1/rules/{rule_id}", patch_rule)

@@ -46,7 +46,7 @@ def tune_gc() -> None:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    store = EmbeddedStore(settings.state_dir)
+    store = EmbeddedStore(settings.state_dir, history_versions=settings.history_versions)
     try:
         policy = await store.open()
     except StoreError as exc:
@@ -68,6 +68,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             registry=registry,
             categories=settings.categories,
             enforcement=enforcement,
+            stage1_default_ttl=settings.stage1_default_ttl_seconds,
         ),
         access_log=None,
     )

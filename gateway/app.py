@@ -1,6 +1,6 @@
 """The data-plane application. The request path reads top to bottom here:
 
-    kill switch → input scan → upstream → output scan (stream-aware)
+    kill switch → access → rate limit → input scan → upstream → output scan (stream-aware)
 
 Each request check is one file in `gateway/filters/` and one line in `build_chain`; the output scan
 opens a per-response inspector that the proxy runs on the upstream's answer.
@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.filters.access import AccessFilter
 from gateway.filters.base import RequestFilter
 from gateway.filters.input_scan import InputScanFilter
 from gateway.filters.kill_switch import KillSwitchFilter
 from gateway.filters.output_scan import OutputScanFilter
+from gateway.filters.rate_limit import RateLimitFilter
 from gateway.handler import ProxyHandler, new_request_id
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
+from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.refusals import json_response, refusal_response
 from gateway.routing import Router
 from gateway.settings import Settings
@@ -28,9 +31,11 @@ from gateway.verdict import Refusal
 HOLDER = web.AppKey("holder", SnapshotHolder)
 
 
-def build_chain(metrics: GatewayMetrics) -> list[RequestFilter]:
+def build_chain(metrics: GatewayMetrics, limiter: RateLimiter) -> list[RequestFilter]:
     return [
         KillSwitchFilter(),
+        AccessFilter(),
+        RateLimitFilter(limiter),
         InputScanFilter(metrics),
     ]
 
@@ -51,7 +56,13 @@ async def reserved_not_found(request: web.Request) -> web.Response:
     return refusal_response(refusal, new_request_id())
 
 
-def build_app(settings: Settings, *, holder: SnapshotHolder, metrics: GatewayMetrics) -> web.Application:
+def build_app(
+    settings: Settings,
+    *,
+    holder: SnapshotHolder,
+    metrics: GatewayMetrics,
+    limiter: RateLimiter | None = None,
+) -> web.Application:
     upstream = UpstreamClient(
         metrics,
         connect_timeout=settings.upstream_connect_timeout,
@@ -60,13 +71,14 @@ def build_app(settings: Settings, *, holder: SnapshotHolder, metrics: GatewayMet
     )
     handler = ProxyHandler(
         router=Router(settings.effective_routes()),
-        chain=build_chain(metrics),
+        chain=build_chain(metrics, limiter or MemoryRateLimiter()),
         output=OutputScanFilter(metrics),
         upstream=upstream,
         holder=holder,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         tenants=settings.tenants,
+        trusted_proxies=settings.trusted_networks(),
     )
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:

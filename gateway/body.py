@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.context import Identity
+from gateway.context import Identity, IPAddress
+from rules.compile import Network
 
 KEY_HEADERS = ("api-key", "x-api-key")
 
@@ -53,7 +55,32 @@ def check_encoding(request: web.Request) -> None:
         raise UnsupportedEncoding(encoding)
 
 
-def identify(request: web.Request, tenants: Mapping[str, str]) -> Identity:
+def _parse_ip(value: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address(peer: str, forwarded_for: list[str], trusted: Sequence[Network]) -> tuple[str, IPAddress | None]:
+    """The client IP: the socket peer, unless the peer is a trusted proxy; then X-Forwarded-For is read
+    right to left, skipping trusted proxies, and the first untrusted address is the client. Headers from
+    an untrusted peer are ignored, so a client cannot spoof its address."""
+    address = _parse_ip(peer)
+    if address is None or not trusted or not any(address in net for net in trusted):
+        return peer, address
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        parsed = _parse_ip(hop)
+        if parsed is None:
+            break  # garbage from further out: stop at the last proxy we trust
+        address = parsed
+        if not any(parsed in net for net in trusted):
+            break
+    return str(address), address
+
+
+def identify(request: web.Request, tenants: Mapping[str, str], trusted: Sequence[Network] = ()) -> Identity:
     key: str | None = None
     authorization = request.headers.get("Authorization", "")
     scheme, _, credentials = authorization.partition(" ")
@@ -67,4 +94,5 @@ def identify(request: web.Request, tenants: Mapping[str, str]) -> Identity:
                 break
     key_id = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
     tenant = tenants.get(key_id) if key_id is not None else None
-    return Identity(key_id=key_id, client_ip=request.remote or "", tenant=tenant)
+    client_ip, ip = client_address(request.remote or "", request.headers.getall("X-Forwarded-For", []), trusted)
+    return Identity(key_id=key_id, client_ip=client_ip, tenant=tenant, ip=ip)

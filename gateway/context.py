@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.routing import Route
 from rules.compile import CompiledPolicy
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,7 @@ class Identity:
     key_id: str | None
     client_ip: str
     tenant: str | None = None
+    ip: IPAddress | None = None  # client_ip parsed; None when it is not an IP address
 
 
 @dataclass(slots=True)
@@ -32,5 +36,7 @@ class RequestContext:
     texts: tuple[str, ...] = ()
     document: object = None
     raw_text: bool = False
+    stream: bool = False  # the request asked for a streamed answer
     body_override: bytes | None = None  # set when a filter rewrote the body (redaction)
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to the answer (rate-limit headers)
     matched_rules: list[str] = field(default_factory=list)  # ids of rules that matched, any action

@@ -33,6 +33,7 @@ class ExtractedBody:
     texts: tuple[str, ...]
     document: object = None
     raw_text: bool = False
+    stream: bool = False
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -51,8 +52,9 @@ def extract(content_type: str, body: bytes) -> ExtractedBody:
                 raise BodyError(f"body is not valid JSON: {exc}") from None
             return ExtractedBody(None, (body.decode("utf-8", "replace"),), raw_text=True)
         model = document.get("model") if isinstance(document, dict) else None
+        stream = isinstance(document, dict) and document.get("stream") is True
         texts = tuple(scan_strings(document))
-        return ExtractedBody(model if isinstance(model, str) else None, texts, document)
+        return ExtractedBody(model if isinstance(model, str) else None, texts, document, stream=stream)
     if not content_type or content_type.startswith(_TEXT_TYPES):
         return ExtractedBody(None, (body.decode("utf-8", "replace"),), raw_text=True)
     return ExtractedBody(None, ())

@@ -17,9 +17,10 @@ from gateway.formats import BodyError, extract
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
-from gateway.refusals import refusal_response
+from gateway.refusals import refusal_response, reply_response
 from gateway.routing import Router
-from gateway.verdict import CONTINUE, Refusal, Verdict
+from gateway.verdict import CONTINUE, Refusal, Reply, Verdict
+from rules.compile import Network
 from rules.model import utcnow
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ProxyHandler:
         metrics: GatewayMetrics,
         max_body_bytes: int,
         tenants: Mapping[str, str],
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self._router = router
         self._chain = tuple(chain)
@@ -62,6 +64,7 @@ class ProxyHandler:
         self._metrics = metrics
         self._max_body = max_body_bytes
         self._tenants = dict(tenants)
+        self._trusted = tuple(trusted_proxies)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -87,19 +90,23 @@ class ProxyHandler:
             method=request.method,
             path=request.path,
             route=route,
-            identity=identify(request, self._tenants),
+            identity=identify(request, self._tenants, self._trusted),
             snapshot=snapshot,
             now=utcnow(),
             model=extracted.model,
             texts=extracted.texts,
             document=extracted.document,
             raw_text=extracted.raw_text,
+            stream=extracted.stream,
         )
         for request_filter in self._chain:
             verdict = self._run(request_filter, ctx)
             if verdict is not CONTINUE:
-                assert isinstance(verdict, Refusal)
                 self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
+                if isinstance(verdict, Reply):
+                    self._metrics.requests.labels(route.name, verdict.action).inc()
+                    return reply_response(verdict, request_id)
+                assert isinstance(verdict, Refusal)
                 return self._refuse(verdict, request_id, route.name)
         self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
         try:

@@ -136,6 +136,7 @@ class UpstreamClient:
     ) -> CIMultiDict[str]:
         headers = end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset())
         headers[REQUEST_ID_HEADER] = ctx.request_id
+        headers.update(ctx.response_headers)
         return headers
 
     async def _relay(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway.verdict import Refusal
+from gateway.verdict import Refusal, Reply
 
 REQUEST_ID_HEADER = "X-Containment-Request-Id"
 ACTION_HEADER = "X-Containment-Action"
@@ -35,3 +35,8 @@ def json_response(payload: object, request_id: str, status: int = 200) -> web.Re
         content_type="application/json",
         headers={REQUEST_ID_HEADER: request_id},
     )
+
+
+def reply_response(reply: Reply, request_id: str) -> web.Response:
+    headers = {REQUEST_ID_HEADER: request_id, ACTION_HEADER: reply.action, "Content-Type": reply.content_type}
+    return web.Response(status=reply.status, body=reply.body, headers=headers)

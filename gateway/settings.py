@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     max_response_scan_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
     regex_budget_ms: Annotated[float, Field(gt=0, le=1000)] = 25.0
     tenants: dict[str, str] = {}
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    stage1_default_ttl_seconds: Annotated[int, Field(ge=0, le=10 * 365 * 86400)] = 72 * 3600
+    history_versions: Annotated[int, Field(ge=1, le=100_000)] = 200
     extra_categories: Annotated[list[str], NoDecode] = []
     upstream_connect_timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     upstream_read_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
@@ -104,6 +108,26 @@ class Settings(BaseSettings):
             if not tenant or len(tenant) > 128:
                 raise ValueError(f"tenant name for {key_id} must be 1..128 characters")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR") from None
+        return value
+
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
 
     @field_validator("extra_categories", mode="before")
     @classmethod

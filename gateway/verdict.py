@@ -28,4 +28,14 @@ class Refusal:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-Verdict = Continue | Refusal
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer in the model's place (a canned kill-switch reply): a complete response body."""
+
+    status: int
+    body: bytes
+    content_type: str
+    action: str
+
+
+Verdict = Continue | Refusal | Reply

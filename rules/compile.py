@@ -6,11 +6,15 @@ and swap one reference when it is done; a failed build leaves the old snapshot i
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from rules.controls import AccessPolicy, RateLimit
 from rules.match import DEFAULT_REGEX_BUDGET, Matcher
 from rules.model import KillSwitch, Policy, Rule, RuleSpec, utcnow
 from rules.normalize import compact
@@ -27,6 +31,62 @@ class RuleError(ValueError):
         self.reason = reason
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAccess:
+    restricted: bool = False
+    allow_keys: frozenset[str] = frozenset()
+    allow_tenants: frozenset[str] = frozenset()
+    allow_networks: tuple[Network, ...] = ()
+    deny_keys: frozenset[str] = frozenset()
+    deny_tenants: frozenset[str] = frozenset()
+    deny_networks: tuple[Network, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.restricted or bool(self.deny_keys or self.deny_tenants or self.deny_networks)
+
+    @classmethod
+    def build(cls, access: AccessPolicy) -> CompiledAccess:
+        def networks(cidrs: list[str]) -> tuple[Network, ...]:
+            return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+        return cls(
+            restricted=access.restricted,
+            allow_keys=frozenset(access.allow.keys),
+            allow_tenants=frozenset(access.allow.tenants),
+            allow_networks=networks(access.allow.cidrs),
+            deny_keys=frozenset(access.deny.keys),
+            deny_tenants=frozenset(access.deny.tenants),
+            deny_networks=networks(access.deny.cidrs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLimit:
+    """A rate limit with the throttle applied, as GCRA parameters: one request every `interval`
+    seconds, `tolerance` seconds of burst. `interval` is infinite when the throttle is 0."""
+
+    key: str  # stable across policy versions while the limit itself is unchanged
+    limit: RateLimit
+    requests: int  # after the throttle, for the X-RateLimit-Limit header
+    interval: float
+    tolerance: float
+
+    @classmethod
+    def build(cls, limit: RateLimit, throttle: float) -> CompiledLimit:
+        key = hashlib.sha256(limit.model_dump_json().encode()).hexdigest()[:12]
+        burst = limit.burst or limit.requests
+        if throttle <= 0:
+            return cls(key, limit, 0, math.inf, 0.0)
+        rate = limit.requests * throttle / limit.per_seconds  # requests per second
+        burst = max(1, math.floor(burst * throttle))
+        interval = 1.0 / rate
+        return cls(key, limit, max(1, math.floor(limit.requests * throttle)), interval, interval * (burst - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     version: int
@@ -35,6 +95,8 @@ class CompiledPolicy:
     output: Matcher
     killswitches: Mapping[str, KillSwitch] = field(default_factory=lambda: MappingProxyType({}))
     rule_count: int = 0
+    access: CompiledAccess = CompiledAccess()
+    limits: tuple[CompiledLimit, ...] = ()
 
 
 def _applies(rule: Rule, direction: str) -> bool:
@@ -56,6 +118,8 @@ def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET
         output=input_matcher if same else Matcher(outputs, regex_budget=regex_budget),
         killswitches=MappingProxyType(dict(policy.killswitches)),
         rule_count=len(policy.rules),
+        access=CompiledAccess.build(policy.access),
+        limits=tuple(CompiledLimit.build(limit, policy.ratelimits.throttle) for limit in policy.ratelimits.limits),
     )
 
 

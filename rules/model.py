@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from rules.controls import AccessPolicy, RateLimitPolicy
+
 Kind = Literal["literal", "regex"]
 Direction = Literal["input", "output", "both"]
 Action = Literal["block", "redact", "shadow"]
@@ -26,6 +28,11 @@ SCOPE_PATTERN = re.compile(r"^(global|(route|model|tenant|key):[A-Za-z0-9][A-Za-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """A UTC timestamp as the API writes them everywhere: `2026-01-01T00:00:00.000000Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_rule_id() -> str:
@@ -106,11 +113,60 @@ class Rule(BaseModel):
         return self.expires_at is not None and self.expires_at <= now
 
 
-KillMode = Literal["reject"]
+class RulePatch(BaseModel):
+    """Body of `PATCH /v1/rules/{id}`: promote (shadow → block), renew, re-scope, re-file. The pattern
+    and kind of a rule never change: a different pattern is a different rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    action: Action | None = None
+    applies_to: Direction | None = None
+    category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
+    severity: Severity | None = None
+    stage: Stage | None = None
+    incident_id: Name | None = None
+    owner: Annotated[str, Field(max_length=200)] | None = None
+    note: ShortText | None = None
+    word_boundary: bool | None = None
+    scope: Scope | None = None
+    expires_at: datetime | None = None
+    ttl_seconds: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> RulePatch:
+        if "expires_at" in self.model_fields_set and self.ttl_seconds is not None:
+            raise ValueError("give expires_at or ttl_seconds, not both")
+        return self
+
+    def apply(self, rule: Rule, now: datetime) -> Rule:
+        changes = {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if name not in ("reason", "ttl_seconds", "expires_at")
+        }
+        for name in ("action", "applies_to", "category", "severity", "stage", "word_boundary"):
+            if name in changes and changes[name] is None:
+                del changes[name]  # these cannot be unset, only changed
+        if self.ttl_seconds is not None:
+            changes["expires_at"] = now + timedelta(seconds=self.ttl_seconds)
+        elif "expires_at" in self.model_fields_set:
+            changes["expires_at"] = self.expires_at  # None: never expires
+        return rule.model_copy(update=changes)
+
+
+KillMode = Literal["reject", "canned"]
 
 
 class KillSwitchSpec(BaseModel):
-    """Body of `PUT /v1/killswitches/{scope}`."""
+    """Body of `PUT /v1/killswitches/{scope}`. Mode `canned` answers with `message` as the model's reply."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -149,6 +205,8 @@ class Policy(BaseModel):
     updated_at: datetime | None = None
     rules: tuple[Rule, ...] = ()
     killswitches: dict[str, KillSwitch] = Field(default_factory=dict)
+    access: AccessPolicy = AccessPolicy()
+    ratelimits: RateLimitPolicy = RateLimitPolicy()
 
 
 class AuditEntry(BaseModel):
@@ -164,6 +222,7 @@ class AuditEntry(BaseModel):
     reason: str | None = None
     version: int = 0
     incident_id: str | None = None
+    contains: bool = False  # the change restricts traffic (counts as containment for its incident)
     before: object = None
     after: object = None
 

@@ -43,8 +43,19 @@ class PolicyStore(Protocol):
 
         If `mutate` raises, or persisting fails, nothing changes."""
 
-    async def audit(self, *, limit: int, before_version: int | None = None) -> list[AuditEntry]:
-        """Audit records, newest first."""
+    async def audit(
+        self,
+        *,
+        limit: int,
+        before_version: int | None = None,
+        incident_id: str | None = None,
+        action: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[AuditEntry]:
+        """Audit records, newest first (or oldest first), optionally only one incident's or action's."""
+
+    async def history(self, version: int) -> Policy:
+        """The whole policy as it was at `version`; NotFound when that version is no longer kept."""
 
     def add_listener(self, listener: Listener) -> None:
         """Awaited with every new policy this process learns of, before `update` returns."""

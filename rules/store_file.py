@@ -1,8 +1,14 @@
 """The embedded policy store: the policy in memory, persisted under the state dir.
 
-Every change appends its audit record (fsync), then replaces `policy.json` by write-then-rename (fsync);
-the rename is the commit point. On start, audit records newer than the committed policy (a crash between
-the two writes) are dropped, so the audit log never claims a change that did not happen.
+Layout: `policy.json` is the manifest of the current version (everything but the rules, plus the name
+of the rules file); `rules-v<N>.json` holds the rules as version N left them (written only by changes
+to the rules, so a kill switch does not rewrite 100k rules); `history/v<N>.json` keeps the manifest of
+each of the last `history_versions` versions, for rollback; `audit.jsonl` is the append-only log.
+
+A change appends its audit record (fsync), writes its rules file and history manifest, then replaces
+`policy.json` by write-then-rename (fsync): that rename is the commit point. If anything fails, the audit
+record is truncated away and memory is untouched, so a failed change changes nothing. On start, audit
+records newer than the committed policy (a crash between the writes) are dropped.
 """
 
 from __future__ import annotations
@@ -10,17 +16,38 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from pydantic import TypeAdapter, ValidationError
+import orjson
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from rules.model import AuditEntry, Policy, Rule, utcnow
-from rules.store import Listener, Mutation, StoreError
+from rules.controls import AccessPolicy, RateLimitPolicy
+from rules.model import AuditEntry, KillSwitch, Policy, Rule, utcnow
+from rules.store import Listener, Mutation, NotFound, StoreError
 
 POLICY_FILE = "policy.json"
 AUDIT_FILE = "audit.jsonl"
 LOCK_FILE = ".lock"
+HISTORY_DIR = "history"
+DEFAULT_HISTORY_VERSIONS = 200
+SERIALIZE_SLICE = 2_000
+
+_RULES = TypeAdapter(list[Rule])
+
+
+class Manifest(BaseModel):
+    """A policy version without its rules, which live in `rules_file`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    updated_at: datetime | None = None
+    rules_file: str | None
+    killswitches: dict[str, KillSwitch] = {}
+    access: AccessPolicy = AccessPolicy()
+    ratelimits: RateLimitPolicy = RateLimitPolicy()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,31 +72,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_RULES = TypeAdapter(list[Rule])
-SERIALIZE_SLICE = 2_000
-
-
-def serialize_policy(policy: Policy) -> bytes:
-    """`policy` as JSON, its rules serialized in slices so that a 100k-rule policy does not hold the GIL
-    (and stall the data plane) for the whole dump."""
-    head = policy.model_dump_json(exclude={"rules"}).encode()
-    rules = policy.rules
+def serialize_rules(rules: tuple[Rule, ...]) -> bytes:
+    """Rules as a JSON array, serialized in slices so that 100k rules do not hold the GIL (and stall the
+    data plane) for the whole dump."""
     parts = [
         _RULES.dump_json(list(rules[i : i + SERIALIZE_SLICE]))[1:-1] for i in range(0, len(rules), SERIALIZE_SLICE)
     ]
-    return head[:-1] + b',"rules":[' + b",".join(p for p in parts if p) + b"]}"
+    return b"[" + b",".join(p for p in parts if p) + b"]"
 
 
 class EmbeddedStore:
     """A `PolicyStore` for one process, persisted to files; the default when no Redis URL is given."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, history_versions: int = DEFAULT_HISTORY_VERSIONS) -> None:
         self._dir = state_dir
+        self._history_versions = max(1, history_versions)
         self._policy = Policy()
+        self._rules_file: str | None = None
         self._audit: list[AuditEntry] = []
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._lock_handle: IO[bytes] | None = None
+
+    # ----- loading -----
 
     async def open(self) -> Policy:
         await asyncio.to_thread(self._load)
@@ -77,7 +102,7 @@ class EmbeddedStore:
 
     def _load(self) -> None:
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
+            (self._dir / HISTORY_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create state dir {self._dir}: {exc.strerror}") from exc
         handle = open(self._dir / LOCK_FILE, "ab")
@@ -89,15 +114,33 @@ class EmbeddedStore:
         try:
             policy_path = self._dir / POLICY_FILE
             if policy_path.exists():
-                try:
-                    self._policy = Policy.model_validate_json(policy_path.read_bytes())
-                except ValidationError as exc:
-                    raise StoreError(f"{policy_path} is not a valid policy file: {exc.error_count()} errors") from exc
+                manifest = self._read_manifest(policy_path)
+                self._policy = self._materialize(manifest)
+                self._rules_file = manifest.rules_file
             self._audit = self._load_audit(self._dir / AUDIT_FILE)
         except BaseException:
             handle.close()
             raise
         self._lock_handle = handle
+
+    @staticmethod
+    def _read_manifest(path: Path) -> Manifest:
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            raise StoreError(f"{path} is not a valid policy manifest: {exc.error_count()} errors") from exc
+
+    def _materialize(self, manifest: Manifest) -> Policy:
+        rules: list[Rule] = []
+        if manifest.rules_file is not None:
+            path = self._dir / manifest.rules_file
+            try:
+                rules = _RULES.validate_json(path.read_bytes())
+            except (OSError, ValidationError) as exc:
+                raise StoreError(f"{path} (rules of version {manifest.version}) cannot be read: {exc}") from exc
+        data = manifest.model_dump(exclude={"rules_file"})
+        data["rules"] = tuple(rules)
+        return Policy.model_validate(data)
 
     def _load_audit(self, path: Path) -> list[AuditEntry]:
         if not path.exists():
@@ -123,11 +166,44 @@ class EmbeddedStore:
             self._lock_handle.close()
             self._lock_handle = None
 
+    # ----- reading -----
+
     def current(self) -> Policy:
         return self._policy
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    async def audit(
+        self,
+        *,
+        limit: int,
+        before_version: int | None = None,
+        incident_id: str | None = None,
+        action: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[AuditEntry]:
+        entries = [
+            e
+            for e in self._audit
+            if (before_version is None or e.version < before_version)
+            and (incident_id is None or e.incident_id == incident_id)
+            and (action is None or e.action == action)
+        ]
+        if limit <= 0:
+            return []
+        return entries[:limit] if oldest_first else list(reversed(entries[-limit:]))
+
+    async def history(self, version: int) -> Policy:
+        """The whole policy as it was at `version` (NotFound when that version is no longer kept)."""
+        if version == self._policy.version:
+            return self._policy
+        path = self._dir / HISTORY_DIR / f"v{version}.json"
+        if not path.exists():
+            raise NotFound(f"policy version {version} is not kept (the last {self._history_versions} are)")
+        return await asyncio.to_thread(lambda: self._materialize(self._read_manifest(path)))
+
+    # ----- writing -----
 
     async def update(self, mutate: Mutation) -> tuple[Policy, AuditEntry]:
         async with self._lock:
@@ -136,30 +212,60 @@ class EmbeddedStore:
             now = utcnow()
             policy = proposed.model_copy(update={"version": before.version + 1, "updated_at": now})
             entry = entry.model_copy(update={"version": policy.version, "at": now})
+            rules_changed = policy.rules is not before.rules
+            rules_file = f"rules-v{policy.version}.json" if rules_changed else self._rules_file
+            if not policy.rules:
+                rules_file = None
             try:
-                await asyncio.to_thread(self._persist, policy, entry)
+                await asyncio.to_thread(self._persist, policy, entry, rules_file, rules_changed)
             except OSError as exc:
                 raise StoreError(f"could not persist the policy: {exc.strerror or exc}") from exc
             self._policy = policy
+            self._rules_file = rules_file
             self._audit.append(entry)
+            await asyncio.to_thread(self._prune)
             for listener in self._listeners:
                 await listener(policy)
             return policy, entry
 
-    def _persist(self, policy: Policy, entry: AuditEntry) -> None:
+    def _manifest_bytes(self, policy: Policy, rules_file: str | None) -> bytes:
+        data = orjson.loads(policy.model_dump_json(exclude={"rules"}))
+        data["rules_file"] = rules_file
+        return orjson.dumps(data)
+
+    def _persist(self, policy: Policy, entry: AuditEntry, rules_file: str | None, rules_changed: bool) -> None:
+        written: list[Path] = []
         with open(self._dir / AUDIT_FILE, "ab") as handle:
             committed_size = handle.tell()
             try:
                 handle.write(entry.model_dump_json().encode() + b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-                write_atomic(self._dir / POLICY_FILE, serialize_policy(policy))
+                if rules_changed and rules_file is not None:
+                    written.append(self._dir / rules_file)
+                    write_atomic(self._dir / rules_file, serialize_rules(policy.rules))
+                manifest = self._manifest_bytes(policy, rules_file)
+                written.append(self._dir / HISTORY_DIR / f"v{policy.version}.json")
+                write_atomic(written[-1], manifest)
+                write_atomic(self._dir / POLICY_FILE, manifest)
             except BaseException:
                 handle.truncate(committed_size)  # the change did not commit: neither does its record
+                for path in written:
+                    path.unlink(missing_ok=True)
                 raise
 
-    async def audit(self, *, limit: int, before_version: int | None = None) -> list[AuditEntry]:
-        entries = self._audit
-        if before_version is not None:
-            entries = [e for e in entries if e.version < before_version]
-        return list(reversed(entries[-limit:])) if limit > 0 else []
+    def _prune(self) -> None:
+        """Keep the last `history_versions` manifests and the rules files they (or the current) name."""
+        history = self._dir / HISTORY_DIR
+        versions = sorted(int(p.stem[1:]) for p in history.glob("v*.json") if p.stem[1:].isdigit())
+        for version in versions[: -self._history_versions]:
+            (history / f"v{version}.json").unlink(missing_ok=True)
+        referenced = {self._rules_file}
+        for version in versions[-self._history_versions :]:
+            try:
+                referenced.add(orjson.loads((history / f"v{version}.json").read_bytes()).get("rules_file"))
+            except (OSError, orjson.JSONDecodeError):
+                continue
+        for path in self._dir.glob("rules-v*.json"):
+            if path.name not in referenced:
+                path.unlink(missing_ok=True)

@@ -57,6 +57,12 @@ class Stack:
         result: dict[str, Any] = await response.json()
         return result
 
+    async def put(self, path: str, body: dict[str, Any], token: str = COMMANDER) -> dict[str, Any]:
+        response = await self.admin.put(path, json={"reason": "test"} | body, headers=auth(token))
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
     async def kill(self, scope: str, **body: Any) -> dict[str, Any]:
         payload = {"engaged": True, "reason": "test"} | body
         response = await self.admin.put(f"/v1/killswitches/{scope}", json=payload, headers=auth(COMMANDER))
@@ -100,6 +106,7 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
                 registry=registry,
                 categories=settings.categories,
                 enforcement=lambda: Enforcement(holder.snapshot.version, holder.snapshot.compiled_at),
+                stage1_default_ttl=settings.stage1_default_ttl_seconds,
             )
         )
         return Stack(gateway, admin, store, holder, registry, state)

@@ -1,16 +1,18 @@
 """Kill switch: refuses every request under an engaged switch before anything else runs.
 
-Checks the most specific scope first (`key:`, `tenant:`, `model:`, `route:`, then `global`); the first engaged,
-unexpired switch answers 503 `service_suspended` with `Retry-After`. Fails closed: an error here
-refuses the request (the chain runner turns it into a 503).
+Checks the most specific scope first (`key:`, `tenant:`, `model:`, `route:`, then `global`); the first
+engaged, unexpired switch answers: mode `reject` with 503 `service_suspended` and `Retry-After`, mode
+`canned` with an OpenAI-shaped completion carrying the switch's message (streamed if the request
+streams). Runs first. Fails closed: an error here refuses the request (the chain runner answers 503).
 """
 
 from __future__ import annotations
 
 import math
 
+from gateway.canned import canned_reply
 from gateway.context import RequestContext
-from gateway.verdict import CONTINUE, Refusal, Verdict
+from gateway.verdict import CONTINUE, Refusal, Reply, Verdict
 from rules.model import KillSwitch
 
 DEFAULT_RETRY_AFTER = 300
@@ -43,7 +45,9 @@ class KillSwitchFilter:
         return scopes
 
     @staticmethod
-    def _refuse(switch: KillSwitch, ctx: RequestContext) -> Refusal:
+    def _refuse(switch: KillSwitch, ctx: RequestContext) -> Refusal | Reply:
+        if switch.mode == "canned":
+            return canned_reply(ctx, switch.message)
         retry_after = DEFAULT_RETRY_AFTER
         if switch.expires_at is not None:
             retry_after = max(1, math.ceil((switch.expires_at - ctx.now).total_seconds()))

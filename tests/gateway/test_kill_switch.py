@@ -64,3 +64,47 @@ async def test_switch_beats_everything_else(stack: Stack) -> None:
     await stack.kill("global")
     response = await stack.gateway.post("/v1/chat/completions", json=chat("hello"))
     assert response.status == 503
+
+
+async def test_canned_mode_answers_with_the_message(stack: Stack) -> None:
+    await stack.kill("global", mode="canned", message="We're paused while we check something.")
+    response = await stack.gateway.post("/v1/chat/completions", json=chat("hello", model="gpt-x"))
+    assert response.status == 200
+    assert response.headers["X-Containment-Action"] == "kill_switch"
+    body = await response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "gpt-x"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "We're paused while we check something."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_canned_mode_streams_when_the_request_streams(stack: Stack) -> None:
+    await stack.kill("global", mode="canned", message="Paused.")
+    response = await stack.gateway.post("/v1/chat/completions", json=chat("hello", stream=True))
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = [e for e in (await response.text()).split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    assert '"content":"Paused."' in events[1]
+    assert '"finish_reason":"stop"' in events[-2]
+
+
+async def test_canned_completions_shape(stack: Stack) -> None:
+    await stack.kill("global", mode="canned", message="Paused.")
+    body = await (await stack.gateway.post("/v1/completions", json={"model": "m", "prompt": "x"})).json()
+    assert body["object"] == "text_completion" and body["choices"][0]["text"] == "Paused."
+
+
+async def test_most_specific_switch_wins(stack: Stack) -> None:
+    await stack.kill("global", message="global says no")
+    await stack.kill("model:special", mode="canned", message="special canned")
+    special = await stack.gateway.post("/v1/chat/completions", json=chat("x", model="special"))
+    assert special.status == 200
+    assert (await special.json())["choices"][0]["message"]["content"] == "special canned"
+    other = await stack.gateway.post("/v1/chat/completions", json=chat("x", model="other"))
+    assert other.status == 503 and (await other.json())["error"]["message"] == "global says no"
+
+
+async def test_engaged_switches_are_in_metrics(stack: Stack) -> None:
+    await stack.kill("global")
+    await stack.kill("model:x")
+    metrics = await (await stack.admin.get("/metrics")).text()
+    assert "containment_killswitches_engaged 2.0" in metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rules.model import AuditEntry, KillSwitch, Policy, RuleSpec, utcnow
-from rules.store import StoreError
+from rules.store import NotFound, StoreError
 from rules.store_file import EmbeddedStore
 
 
@@ -107,15 +107,49 @@ async def test_two_processes_cannot_share_a_state_dir(tmp_path: Path) -> None:
 
 async def test_corrupt_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "policy.json").write_text('{"version": "many"}')
-    with pytest.raises(StoreError, match="not a valid policy file"):
+    with pytest.raises(StoreError, match="not a valid policy manifest"):
         await EmbeddedStore(tmp_path).open()
 
 
 def test_sliced_serialization_round_trips() -> None:
-    from rules.model import to_rules
-    from rules.store_file import serialize_policy
+    from pydantic import TypeAdapter
+
+    from rules.model import Rule, to_rules
+    from rules.store_file import serialize_rules
 
     now = utcnow()
     rules = to_rules([RuleSpec(pattern=f"p{i}") for i in range(4_500)], created_by="t", now=now)
-    for policy in (Policy(), Policy(version=3, rules=tuple(rules[:1])), Policy(version=9, rules=tuple(rules))):
-        assert Policy.model_validate_json(serialize_policy(policy)) == policy
+    for chosen in ((), tuple(rules[:1]), tuple(rules)):
+        assert tuple(TypeAdapter(list[Rule]).validate_json(serialize_rules(chosen))) == chosen
+
+
+def _rules_files(state: Path) -> list[str]:
+    return sorted(p.name for p in state.glob("rules-v*.json"))
+
+
+async def test_history_keeps_whole_policies_and_rules_files_only_when_rules_change(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path, history_versions=3)
+    await store.open()
+    await store.update(_add("one"))  # v1
+    await store.update(_add("two"))  # v2
+
+    def engage(policy: Policy) -> tuple[Policy, AuditEntry]:
+        switch = KillSwitch(scope="global", reason="r", engaged_at=utcnow(), engaged_by="c")
+        entry = AuditEntry(at=utcnow(), actor="c", role="commander", action="killswitch.engage", target="global")
+        return policy.model_copy(update={"killswitches": {"global": switch}}), entry
+
+    await store.update(engage)  # v3: no new rules file
+    assert _rules_files(tmp_path) == ["rules-v1.json", "rules-v2.json"]
+    v1 = await store.history(1)
+    assert [r.pattern for r in v1.rules] == ["one"] and not v1.killswitches
+    v3 = await store.history(3)
+    assert [r.pattern for r in v3.rules] == ["one", "two"] and "global" in v3.killswitches
+    await store.update(_add("three"))  # v4: v1 falls out of the kept history
+    await store.update(_add("four"))  # v5
+    with pytest.raises(NotFound):
+        await store.history(1)
+    assert "rules-v1.json" not in _rules_files(tmp_path)
+    await store.close()
+    reopened = EmbeddedStore(tmp_path)
+    assert [r.pattern for r in (await reopened.open()).rules] == ["one", "two", "three", "four"]
+    await reopened.close()

@@ -1,0 +1,217 @@
+"""The `containment` client commands: each one call (or two) to the admin API, printed for people.
+
+Every failure is one line: a `UsageError` (bad file, missing reason; exit 2) or a `ClientError`
+(the API refused or could not be reached; exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from admin.client import AdminClient
+
+
+class UsageError(Exception):
+    pass
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid YAML or JSON: {str(exc).splitlines()[0]}") from None
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.admin, os.environ.get("CONTAINMENT_TOKEN"))
+
+
+def _load_rule_file(path: Path) -> tuple[list[Any], str | None]:
+    document = _load_yaml(path)
+    if isinstance(document, list):
+        return document, None
+    if isinstance(document, dict) and isinstance(document.get("rules"), list):
+        reason = document.get("reason")
+        return document["rules"], reason if isinstance(reason, str) else None
+    raise UsageError(f"{path} must hold a list of rules or a mapping with a 'rules' list")
+
+
+def cmd_rules_push(args: argparse.Namespace) -> int:
+    rules, file_reason = _load_rule_file(args.file)
+    reason = args.reason or file_reason
+    if not reason:
+        raise UsageError("a reason is required: --reason R (or 'reason:' in the file)")
+    result = _client(args).call("POST", "/v1/rules", {"rules": rules, "reason": reason})
+    print(f"pushed {len(result['ids'])} rules; policy version {result['version']}")
+    return 0
+
+
+def cmd_rules_list(args: argparse.Namespace) -> int:
+    query = {k: str(v) for k in ("category", "stage", "incident_id", "action") if (v := getattr(args, k))}
+    result = _client(args).call("GET", "/v1/rules", query=query | {"limit": "100000"})
+    if args.json:
+        print(json.dumps(result["rules"], indent=2))
+        return 0
+    print(f"{'ID':<20} {'ACTION':<7} {'DIR':<6} {'CATEGORY':<24} {'SEV':<8} {'STG':<3} {'EXPIRES':<20} PATTERN")
+    for rule in result["rules"]:
+        pattern = rule["pattern"] if len(rule["pattern"]) <= 40 else rule["pattern"][:37] + "..."
+        expires = (rule["expires_at"] or "never")[:19]
+        print(
+            f"{rule['id']:<20} {rule['action']:<7} {rule['applies_to']:<6} {rule['category']:<24} "
+            f"{rule['severity']:<8} {rule['stage']:<3} {expires:<20} {pattern}"
+        )
+    print(f"{result['total']} rules at policy version {result['version']}")
+    return 0
+
+
+def cmd_rules_delete(args: argparse.Namespace) -> int:
+    query = {"reason": args.reason} if args.reason else None
+    result = _client(args).call("DELETE", f"/v1/rules/{args.rule_id}", query=query)
+    print(f"deleted {result['deleted']}; policy version {result['version']}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"engaged": args.action == "engage", "reason": args.reason}
+    if args.action == "engage":
+        optional = (("message", args.message), ("ttl_seconds", args.ttl), ("mode", args.mode))
+        body.update({k: v for k, v in optional if v is not None})
+    if args.incident:
+        body["incident_id"] = args.incident
+    result = _client(args).call("PUT", f"/v1/killswitches/{args.scope}", body)
+    state = "engaged" if result["engaged"] else "released"
+    print(f"kill switch {result['scope']} {state}; policy version {result['version']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    policy = client.call("GET", "/v1/policy")
+    switches = client.call("GET", "/v1/killswitches")["killswitches"]
+    enforced = policy.get("enforced_version")
+    print(
+        f"policy version {policy['version']} ({policy['rule_count']} rules), "
+        f"enforced here: {enforced if enforced is not None else 'n/a'}"
+    )
+    if not switches:
+        print("kill switches: none engaged")
+    for switch in switches:
+        until = switch["expires_at"] or "released by hand"
+        print(
+            f"kill switch {switch['scope']}: engaged by {switch['engaged_by']} at {switch['engaged_at']} "
+            f"until {until}: {switch['reason']}"
+        )
+    return 0
+
+
+def _mapping_file(path: Path) -> dict[str, Any]:
+    document = _load_yaml(path)
+    if not isinstance(document, dict):
+        raise UsageError(f"{path} must hold a mapping")
+    return document
+
+
+def _with_reason(body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    body = dict(body)
+    if args.reason:
+        body["reason"] = args.reason
+    if not body.get("reason"):
+        raise UsageError("a reason is required: --reason R (or 'reason:' in the file)")
+    if getattr(args, "incident", None):
+        body["incident_id"] = args.incident
+    return body
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "set":
+        if args.file is None:
+            raise UsageError("access set needs a FILE with restricted/allow/deny")
+        client.call("PUT", "/v1/access", _with_reason(_mapping_file(args.file), args))
+    result = client.call("GET", "/v1/access")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_ratelimit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "set":
+        if args.file is None:
+            raise UsageError("ratelimit set needs a FILE with limits (and throttle)")
+        client.call("PUT", "/v1/ratelimits", _with_reason(_mapping_file(args.file), args))
+    elif args.action == "throttle":
+        if args.factor is None:
+            raise UsageError("ratelimit throttle needs a FACTOR from 0 to 1")
+        current = client.call("GET", "/v1/ratelimits")
+        body = {"limits": current["limits"], "throttle": args.factor}
+        client.call("PUT", "/v1/ratelimits", _with_reason(body, args))
+    result = client.call("GET", "/v1/ratelimits")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_incident(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "declare":
+        missing = [name for name in ("title", "severity", "commander") if not getattr(args, name)]
+        if missing:
+            raise UsageError(f"incident declare needs --{missing[0]}")
+        body = {"title": args.title, "severity": args.severity, "commander": args.commander}
+        result = client.call("POST", "/v1/incidents", body)
+        print(f"declared {result['id']} at {result['declared_at']}")
+        return 0
+    if args.action == "list":
+        for incident in client.call("GET", "/v1/incidents")["incidents"]:
+            print(f"{incident['id']}  {incident['severity']:<8} {incident['declared_at']}  {incident['title']}")
+        return 0
+    if not args.id:
+        raise UsageError("incident show needs an incident ID")
+    incident = client.call("GET", f"/v1/incidents/{args.id}")
+    ttc = incident["time_to_first_containment_seconds"]
+    print(f"{incident['id']}: {incident['title']} ({incident['severity']}), commander {incident['commander']}")
+    print(f"declared {incident['declared_at']} by {incident['declared_by']}")
+    print(
+        f"first containment: {incident['first_containment_at'] or 'none yet'}"
+        + (f" ({ttc:.1f} s after declaration)" if ttc is not None else "")
+    )
+    for action in incident["actions"]:
+        print(
+            f"  {action['at']}  v{action['version']:<5} {action['actor']:<12} {action['action']:<18} "
+            f"{action['target']}: {action['reason'] or ''}"
+        )
+    return 0
+
+
+def cmd_rules_patch(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    for pair in args.set or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--set takes NAME=VALUE, not {pair!r}")
+        body[name] = yaml.safe_load(value) if value else None
+    if args.ttl is not None:
+        body["ttl_seconds"] = args.ttl
+    result = _client(args).call("PATCH", f"/v1/rules/{args.rule_id}", body)
+    rule = result["rule"]
+    print(
+        f"{rule['id']}: action {rule['action']}, expires {rule['expires_at'] or 'never'}; "
+        f"policy version {result['version']}"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    body = {"version": args.version, "reason": args.reason}
+    result = _client(args).call("POST", "/v1/policy/rollback", body)
+    print(
+        f"restored version {result['restored_version']} as version {result['version']} ({result['rule_count']} rules)"
+    )
+    return 0

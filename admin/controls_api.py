@@ -1,0 +1,101 @@
+"""`/v1/access` and `/v1/ratelimits`: read (viewer) and replace whole (commander), audited."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from admin.auth import Principal, requires
+from admin.context import STORE
+from admin.errors import ApiError, ok, read_json
+from rules.controls import AccessSpec, RateLimitSpec
+from rules.model import AuditEntry, Policy, utcnow
+from rules.roles import Role
+
+
+def validation_error(exc: ValidationError, code: str) -> ApiError:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"]) or "body"
+    message = error["msg"].removeprefix("Value error, ")
+    return ApiError(422, code, f"{field}: {message}", field=field, reason=message)
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+async def parse_body(request: web.Request, model: type[T], code: str) -> T:
+    """The JSON body validated as `model`; 400 for malformed JSON, 422 naming the field otherwise."""
+    body = await read_json(request)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc, code) from None
+
+
+@requires(Role.viewer)
+async def get_access(request: web.Request, principal: Principal) -> web.Response:
+    policy = request.app[STORE].current()
+    return ok({"version": policy.version, **policy.access.model_dump(mode="json")})
+
+
+@requires(Role.commander)
+async def put_access(request: web.Request, principal: Principal) -> web.Response:
+    spec = await parse_body(request, AccessSpec, "invalid_access")
+    access = spec.to_policy()
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="access.set",
+            target="access",
+            reason=spec.reason,
+            incident_id=spec.incident_id,
+            contains=access.restricts(),
+            before=policy.access.model_dump(mode="json"),
+            after=access.model_dump(mode="json"),
+        )
+        return policy.model_copy(update={"access": access}), entry
+
+    policy, _ = await request.app[STORE].update(mutate)
+    return ok({"version": policy.version, **policy.access.model_dump(mode="json")})
+
+
+@requires(Role.viewer)
+async def get_ratelimits(request: web.Request, principal: Principal) -> web.Response:
+    policy = request.app[STORE].current()
+    return ok({"version": policy.version, **policy.ratelimits.model_dump(mode="json")})
+
+
+@requires(Role.commander)
+async def put_ratelimits(request: web.Request, principal: Principal) -> web.Response:
+    spec = await parse_body(request, RateLimitSpec, "invalid_ratelimits")
+    limits = spec.to_policy()
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="ratelimits.set",
+            target="ratelimits",
+            reason=spec.reason,
+            incident_id=spec.incident_id,
+            contains=bool(limits.limits),
+            before=policy.ratelimits.model_dump(mode="json"),
+            after=limits.model_dump(mode="json"),
+        )
+        return policy.model_copy(update={"ratelimits": limits}), entry
+
+    policy, _ = await request.app[STORE].update(mutate)
+    return ok({"version": policy.version, **policy.ratelimits.model_dump(mode="json")})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/access", get_access)
+    app.router.add_put("/v1/access", put_access)
+    app.router.add_get("/v1/ratelimits", get_ratelimits)
+    app.router.add_put("/v1/ratelimits", put_ratelimits)

@@ -1,0 +1,62 @@
+"""Rate limit: every limit of the policy that covers the request (its route and model) is charged for
+its subject — the key id, the tenant, the client IP, or all traffic; callers without a key (or tenant)
+share one bucket. One limit exhausted answers 429 `rate_limited` with `Retry-After`,
+`X-RateLimit-Limit` and `X-RateLimit-Remaining`; admitted answers carry the two X-RateLimit headers.
+Runs after access, before the input scan. Fails closed (the chain runner answers 503).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from gateway.context import RequestContext
+from gateway.ratelimit import Bucket, RateLimiter
+from gateway.verdict import CONTINUE, Refusal, Verdict
+from rules.compile import CompiledLimit
+
+ANONYMOUS = "-"
+
+
+def _subject(limit: CompiledLimit, ctx: RequestContext) -> str:
+    subject = limit.limit.subject
+    if subject == "key":
+        return ctx.identity.key_id or ANONYMOUS
+    if subject == "tenant":
+        return ctx.identity.tenant or ANONYMOUS
+    if subject == "ip":
+        return ctx.identity.client_ip or ANONYMOUS
+    return "all"
+
+
+class RateLimitFilter:
+    name = "rate_limit"
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def on_request(self, ctx: RequestContext) -> Verdict:
+        limits = ctx.snapshot.limits
+        if not limits:
+            return CONTINUE
+        buckets = [
+            Bucket(f"{limit.key}:{_subject(limit, ctx)}", limit.requests, limit.interval, limit.tolerance)
+            for limit in limits
+            if (limit.limit.route is None or limit.limit.route == ctx.route.name)
+            and (limit.limit.model is None or limit.limit.model == ctx.model)
+        ]
+        if not buckets:
+            return CONTINUE
+        decision = self._limiter.acquire(buckets, time.monotonic())
+        headers = {"X-RateLimit-Limit": str(decision.limit), "X-RateLimit-Remaining": str(decision.remaining)}
+        if decision.allowed:
+            ctx.response_headers.update(headers)
+            return CONTINUE
+        return Refusal(
+            status=429,
+            code="rate_limited",
+            type="rate_limit_error",
+            message="Too many requests; retry later.",
+            action="rate_limited",
+            headers=headers | {"Retry-After": str(max(1, math.ceil(decision.retry_after)))},
+        )

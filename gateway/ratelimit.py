@@ -1,0 +1,73 @@
+"""Rate limiting: GCRA (the generic cell rate algorithm) behind a small protocol.
+
+One number per bucket: the theoretical arrival time (TAT) of the next request. A request at time t
+is admitted when TAT − t ≤ tolerance; admitting it moves TAT to max(TAT, t) + interval. The embedded
+limiter keeps TATs in memory; the fleet limiter (Redis) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+MAX_BUCKETS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    key: str
+    requests: int  # for the headers
+    interval: float
+    tolerance: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int  # the tightest bucket's limit
+    remaining: int
+    retry_after: float  # seconds; 0 when allowed
+
+
+class RateLimiter(Protocol):
+    def acquire(self, buckets: Sequence[Bucket], now: float) -> Decision:
+        """Admit one request against every bucket, or none: all-or-nothing."""
+
+
+class MemoryRateLimiter:
+    """Per-process GCRA state. Expired buckets are dropped when the table grows past MAX_BUCKETS."""
+
+    def __init__(self, max_buckets: int = MAX_BUCKETS) -> None:
+        self._tat: dict[str, float] = {}
+        self._max = max_buckets
+
+    def acquire(self, buckets: Sequence[Bucket], now: float) -> Decision:
+        retry_after = 0.0
+        limit, remaining = 0, math.inf
+        planned: list[tuple[str, float]] = []
+        for bucket in buckets:
+            if math.isinf(bucket.interval):  # throttled to zero
+                return Decision(False, 0, 0, 60.0)
+            tat = max(self._tat.get(bucket.key, now), now)
+            wait = tat - now - bucket.tolerance
+            if wait > 0:
+                retry_after = max(retry_after, wait)
+                continue
+            new_tat = tat + bucket.interval
+            left = math.floor((bucket.tolerance - (new_tat - now)) / bucket.interval) + 1
+            if left < remaining:
+                remaining, limit = left, bucket.requests
+            planned.append((bucket.key, new_tat))
+        if retry_after > 0:
+            tightest = min(buckets, key=lambda b: b.requests)
+            return Decision(False, tightest.requests, 0, retry_after)
+        for key, new_tat in planned:
+            self._tat[key] = new_tat
+        if len(self._tat) > self._max:
+            self._prune(now)
+        return Decision(True, limit, max(0, int(remaining)) if buckets else 0, 0.0)
+
+    def _prune(self, now: float) -> None:
+        self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
