@@ -101,6 +101,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"policy version {policy['version']} ({policy['rule_count']} rules), "
         f"enforced here: {enforced if enforced is not None else 'n/a'}"
     )
+    access = client.call("GET", "/v1/access")
+    limits = client.call("GET", "/v1/ratelimits")
+    denied = sum(len(access["deny"][kind]) for kind in ("keys", "tenants", "cidrs"))
+    print(f"access: {'RESTRICTED to the allow list' if access['restricted'] else 'open'}, {denied} deny entries")
+    print(f"rate limits: {len(limits['limits'])}, throttle {limits['throttle']}")
     if not switches:
         print("kill switches: none engaged")
     for switch in switches:

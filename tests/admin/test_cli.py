@@ -109,6 +109,7 @@ def test_push_block_kill_release_status_and_restart(running: Running, tmp_path: 
     status_out = running.cli("status", "--admin", running.admin).stdout
     assert "kill switch global: engaged by ops" in status_out
     assert "policy version 2 (1 rules), enforced here: 2" in status_out
+    assert "access: open, 0 deny entries" in status_out and "rate limits: 0, throttle 1.0" in status_out
 
     released = running.cli("kill", "release", "global", "--reason", "drill over", "--admin", running.admin)
     assert released.returncode == 0
