@@ -9,7 +9,7 @@ LISTEN       ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 DEV_TOKENS   ?= dev:commander:dev-commander-token
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean redis
 
 install: $(STAMP)
 
@@ -38,8 +38,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The fleet tests start their own redis-server processes on free ports; install it where it is missing.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
+		|| { echo "redis-server is required by the test suite: install it (apt-get install redis-server)"; exit 1; }; }
+
 # Lint, then the whole suite. pytest's exit code 5 ("no tests collected") is a failure here, on purpose.
-test: lint
+test: lint redis
 	$(BIN)/python -m pytest -q
 
 clean:

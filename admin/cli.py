@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from admin.commands import UsageError
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
 
-def _run_async(coroutine: Coroutine[Any, Any, None]) -> None:
+def run_async(coroutine: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
@@ -30,8 +31,18 @@ def _run_async(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
 
 
+def _multiprocess_metrics(directory: Path) -> None:
+    """prometheus-client's multiprocess mode: each process writes its metrics to files here, and the
+    primary's /metrics adds them up. Must be set before prometheus_client is first imported."""
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        directory.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {directory} for worker metrics: {exc.strerror}") from None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from admin.serve import StartupError, serve
     from gateway.settings import SettingsError, load_settings
 
     flags = {
@@ -50,8 +61,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise UsageError(f"invalid configuration: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.workers > 1:
+        _multiprocess_metrics(settings.state_dir / "metrics")
+    from admin.serve import StartupError, serve  # imports prometheus_client: after the line above
+
     try:
-        _run_async(serve(settings))
+        run_async(serve(settings))
     except StartupError as exc:
         raise UsageError(str(exc)) from None
     return 0

@@ -1,10 +1,17 @@
-"""`containment serve`: the composition root that wires the data plane and the admin plane in one process."""
+"""`containment serve`: the composition root that wires the data plane and the admin plane together.
+
+Process 0 (the primary) owns the policy store and serves the admin API and the data plane. With
+`--workers N`, it also starts N − 1 worker processes that serve the data plane only, on the same port
+(SO_REUSEPORT: the kernel spreads connections); workers read the policy (from Redis, or by following the
+primary's state dir) and report metrics through prometheus-client's multiprocess mode.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -13,22 +20,24 @@ from prometheus_client import CollectorRegistry
 
 from admin.app import build_admin_app
 from admin.context import Enforcement
+from admin.runtime import build_runtime, cancel_all
+from admin.workers import Supervisor
 from gateway.app import build_app
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
 from rules.store import StoreError
-from rules.store_file import EmbeddedStore
 
 log = logging.getLogger("containment")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class StartupError(Exception):
     pass
 
 
-async def _start_site(runner: web.AppRunner, host: str, port: int, what: str) -> None:
-    site = web.TCPSite(runner, host, port, backlog=1024)
+async def _start_site(runner: web.AppRunner, host: str, port: int, what: str, *, reuse_port: bool = False) -> None:
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
@@ -43,64 +52,91 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+def scrape_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """What `/metrics` reads: this process's registry, or every process's files in multiprocess mode."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return registry
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return combined
+
+
+async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | None = None) -> None:
+    primary = worker == 0
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    store = EmbeddedStore(settings.state_dir, history_versions=settings.history_versions)
+    runtime = build_runtime(settings, primary=primary)
     try:
-        policy = await store.open()
+        policy = await runtime.store.open()
     except StoreError as exc:
         raise StartupError(str(exc)) from None
     holder = SnapshotHolder(metrics, policy, regex_budget=settings.regex_budget_ms / 1000)
+    runtime.store.add_listener(holder.install)
     tune_gc()
-    store.add_listener(holder.install)
 
     def enforcement() -> Enforcement:
         return Enforcement(holder.snapshot.version, holder.snapshot.compiled_at)
 
-    gateway_runner = web.AppRunner(
-        build_app(settings, holder=holder, metrics=metrics), access_log=None, handler_cancellation=True
-    )
-    admin_runner = web.AppRunner(
-        build_admin_app(
-            store=store,
+    app = build_app(settings, holder=holder, metrics=metrics, limiter=runtime.limiter, health=runtime.problems)
+    runners = [web.AppRunner(app, access_log=None, handler_cancellation=True)]
+    if primary:
+        admin = build_admin_app(
+            store=runtime.store,
             tokens=settings.admin_tokens,
-            registry=registry,
+            registry=scrape_registry(registry),
             categories=settings.categories,
             enforcement=enforcement,
             stage1_default_ttl=settings.stage1_default_ttl_seconds,
-        ),
-        access_log=None,
-    )
+        )
+        runners.append(web.AppRunner(admin, access_log=None))
+    tasks = [asyncio.create_task(start()) for start in runtime.background]
+    tasks.append(asyncio.create_task(runtime.watch_health(metrics)))
+    supervisor = Supervisor(settings) if primary and settings.workers > 1 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await gateway_runner.setup()
-        await admin_runner.setup()
-        await _start_site(gateway_runner, settings.listen.host, settings.listen.port, "data plane")
-        await _start_site(admin_runner, settings.admin_listen.host, settings.admin_listen.port, "admin API")
-        routes = ", ".join(f"{r.path_prefix} → {r.upstream}" for r in settings.effective_routes())
-        print(
-            f"containment: data plane on http://{settings.listen} ({routes}); "
-            f"admin API on http://{settings.admin_listen}; policy version {policy.version} "
-            f"({len(policy.rules)} rules); state in {settings.state_dir}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if not settings.admin_tokens:
-            print(
-                "containment: no admin tokens configured; every admin call will be refused "
-                "(set CONTAINMENT_ADMIN_TOKENS=name:role:token)",
-                file=sys.stderr,
-                flush=True,
-            )
+        for runner in runners:
+            await runner.setup()
+        reuse = settings.workers > 1
+        await _start_site(runners[0], settings.listen.host, settings.listen.port, "data plane", reuse_port=reuse)
+        if primary:
+            await _start_site(runners[1], settings.admin_listen.host, settings.admin_listen.port, "admin API")
+            _announce(settings, policy.version, len(policy.rules), runtime.store.healthy)
+        if supervisor is not None:
+            supervisor.start()
+            tasks.append(asyncio.create_task(supervisor.watch()))
         if ready is not None:
             ready.set()
         await stop.wait()
     finally:
-        await gateway_runner.cleanup()
-        await admin_runner.cleanup()
+        if supervisor is not None:
+            supervisor.stop()
+        await cancel_all(tasks)
+        for runner in runners:
+            await runner.cleanup()
         holder.close()
-        await store.close()
+        await runtime.store.close()
+
+
+def _announce(settings: Settings, version: int, rules: int, healthy: bool) -> None:
+    routes = ", ".join(f"{r.path_prefix} → {r.upstream}" for r in settings.effective_routes())
+    store = f"Redis {settings.redis_url}" if settings.redis_url else f"state in {settings.state_dir}"
+    print(
+        f"containment: data plane on http://{settings.listen} ({routes}), {settings.workers} worker(s); "
+        f"admin API on http://{settings.admin_listen}; policy version {version} ({rules} rules); {store}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if not healthy:
+        print("containment: Redis unreachable at start: enforcing the cached policy (degraded)", file=sys.stderr)
+    if not settings.admin_tokens:
+        print(
+            "containment: no admin tokens configured; every admin call will be refused "
+            "(set CONTAINMENT_ADMIN_TOKENS=name:role:token)",
+            file=sys.stderr,
+            flush=True,
+        )

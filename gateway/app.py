@@ -8,7 +8,7 @@ opens a per-response inspector that the proxy runs on the upstream's answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -29,6 +29,11 @@ from gateway.settings import Settings
 from gateway.verdict import Refusal
 
 HOLDER = web.AppKey("holder", SnapshotHolder)
+HEALTH: web.AppKey[Callable[[], list[str]]] = web.AppKey("health")
+
+
+def _all_well() -> list[str]:
+    return []
 
 
 def build_chain(metrics: GatewayMetrics, limiter: RateLimiter) -> list[RequestFilter]:
@@ -46,9 +51,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: a compiled policy snapshot is in force."""
+    """Readiness: a compiled policy snapshot is in force. When the shared store cannot be reached the
+    replica still serves (fail-static: last good policy, local rate-limit shares), so it stays ready
+    and reports `degraded` with the reasons instead of taking itself out of the load balancer."""
     snapshot = request.app[HOLDER].snapshot
-    return json_response({"status": "ready", "policy_version": snapshot.version}, new_request_id())
+    problems = request.app[HEALTH]()
+    payload: dict[str, object] = {"status": "degraded" if problems else "ready", "policy_version": snapshot.version}
+    if problems:
+        payload["degraded"] = problems
+    return json_response(payload, new_request_id())
 
 
 async def reserved_not_found(request: web.Request) -> web.Response:
@@ -62,6 +73,7 @@ def build_app(
     holder: SnapshotHolder,
     metrics: GatewayMetrics,
     limiter: RateLimiter | None = None,
+    health: Callable[[], list[str]] = _all_well,
 ) -> web.Application:
     upstream = UpstreamClient(
         metrics,
@@ -88,6 +100,7 @@ def build_app(
 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[HOLDER] = holder
+    app[HEALTH] = health
     app.cleanup_ctx.append(upstream_session)
     app.router.add_get("/_containment/healthz", healthz, allow_head=True)
     app.router.add_get("/_containment/readyz", readyz, allow_head=True)

@@ -51,13 +51,22 @@ class GatewayMetrics:
             registry=registry,
         )
         self.policy_version = Gauge(
-            "containment_policy_version", "Version of the policy snapshot in force.", registry=registry
+            "containment_policy_version",
+            "Version of the policy snapshot in force (the lowest across worker processes).",
+            registry=registry,
+            multiprocess_mode="livemin",
         )
         self.policy_rules = Gauge(
-            "containment_policy_rules", "Rules in the policy snapshot in force.", registry=registry
+            "containment_policy_rules",
+            "Rules in the policy snapshot in force.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.killswitches = Gauge(
-            "containment_killswitches_engaged", "Kill switches engaged in the snapshot.", registry=registry
+            "containment_killswitches_engaged",
+            "Kill switches engaged in the snapshot.",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.reload_seconds = Histogram(
             "containment_policy_reload_seconds",
@@ -65,6 +74,13 @@ class GatewayMetrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=registry,
         )
+        self.store_up = Gauge(
+            "containment_store_up",
+            "1 while the policy store (and the fleet rate-limit reconciliation) can be reached; 0 when degraded.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.store_up.set(1)
         self.reload_failures = Counter(
             "containment_policy_reload_failures",
             "Policy snapshots that failed to compile; the previous snapshot stayed in force.",

@@ -18,9 +18,10 @@ MAX_BUCKETS = 200_000
 @dataclass(frozen=True, slots=True)
 class Bucket:
     key: str
-    requests: int  # for the headers
-    interval: float
-    tolerance: float
+    requests: int  # the limit (after the throttle): per `window` seconds
+    interval: float  # GCRA: seconds between requests at the sustained rate
+    tolerance: float  # GCRA: seconds of burst
+    window: float = 60.0  # the limit's per_seconds, for counting across a fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +37,27 @@ class RateLimiter(Protocol):
         """Admit one request against every bucket, or none: all-or-nothing."""
 
 
-class MemoryRateLimiter:
-    """Per-process GCRA state. Expired buckets are dropped when the table grows past MAX_BUCKETS."""
+def share(bucket: Bucket, parts: int) -> Bucket:
+    """1/parts of a limit: its rate and its burst divided (for one of `parts` worker processes)."""
+    if parts <= 1 or math.isinf(bucket.interval):
+        return bucket
+    burst = max(1, math.floor((bucket.tolerance / bucket.interval + 1) / parts))
+    interval = bucket.interval * parts
+    return Bucket(bucket.key, bucket.requests, interval, interval * (burst - 1), bucket.window)
 
-    def __init__(self, max_buckets: int = MAX_BUCKETS) -> None:
+
+class MemoryRateLimiter:
+    """Per-process GCRA state. Expired buckets are dropped when the table grows past MAX_BUCKETS.
+    With `parts` > 1 (one of several worker processes on the embedded store) each limit is split evenly."""
+
+    def __init__(self, max_buckets: int = MAX_BUCKETS, *, parts: int = 1) -> None:
         self._tat: dict[str, float] = {}
         self._max = max_buckets
+        self._parts = parts
 
     def acquire(self, buckets: Sequence[Bucket], now: float) -> Decision:
+        if self._parts > 1:
+            buckets = [share(bucket, self._parts) for bucket in buckets]
         retry_after = 0.0
         limit, remaining = 0, math.inf
         planned: list[tuple[str, float]] = []

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     upstream: str | None = None
     routes: list[RouteConfig] = []
     redis_url: str | None = None
+    redis_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "{containment}:"
+    redis_timeout_ms: Annotated[float, Field(gt=0, le=10_000)] = 500.0
+    redis_poll_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
+    ratelimit_sync_ms: Annotated[float, Field(ge=10, le=10_000)] = 100.0
     state_dir: Path = Path(".containment")
     admin_tokens: Annotated[list[AdminToken], NoDecode] = []
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -84,6 +88,14 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     _listen = field_validator("listen", "admin_listen", mode="before")(parse_host_port)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        return value
 
     @field_validator("upstream")
     @classmethod
@@ -143,10 +155,6 @@ class Settings(BaseSettings):
         names = [t.name for t in self.admin_tokens]
         if len(set(names)) != len(names):
             raise ValueError("admin_tokens: token names must be unique")
-        if self.redis_url is not None:
-            raise ValueError("redis_url: the Redis store is not available in this version; omit it")
-        if self.workers != 1:
-            raise ValueError("workers: only 1 worker is supported in this version")
         return self
 
     @property

@@ -30,6 +30,8 @@ class Conflict(StoreError):
 
 
 class PolicyStore(Protocol):
+    healthy: bool  # False while the backing store cannot be reached (the last good policy stays in force)
+
     async def open(self) -> Policy:
         """Load (or create) the policy; returns it."""
 

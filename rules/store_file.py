@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -34,7 +36,9 @@ HISTORY_DIR = "history"
 DEFAULT_HISTORY_VERSIONS = 200
 SERIALIZE_SLICE = 2_000
 
-_RULES = TypeAdapter(list[Rule])
+log = logging.getLogger(__name__)
+
+RULES_ADAPTER = TypeAdapter(list[Rule])
 
 
 class Manifest(BaseModel):
@@ -48,6 +52,24 @@ class Manifest(BaseModel):
     killswitches: dict[str, KillSwitch] = {}
     access: AccessPolicy = AccessPolicy()
     ratelimits: RateLimitPolicy = RateLimitPolicy()
+
+
+def policy_from_manifest(manifest: Manifest, rules: Sequence[Rule]) -> Policy:
+    data = manifest.model_dump(exclude={"rules_file"})
+    data["rules"] = tuple(rules)
+    return Policy.model_validate(data)
+
+
+def materialize(state_dir: Path, manifest: Manifest) -> Policy:
+    """The whole policy a manifest in `state_dir` describes (its rules read from their file)."""
+    rules: list[Rule] = []
+    if manifest.rules_file is not None:
+        path = state_dir / manifest.rules_file
+        try:
+            rules = RULES_ADAPTER.validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise StoreError(f"{path} (rules of version {manifest.version}) cannot be read: {exc}") from exc
+    return policy_from_manifest(manifest, rules)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -76,13 +98,16 @@ def serialize_rules(rules: tuple[Rule, ...]) -> bytes:
     """Rules as a JSON array, serialized in slices so that 100k rules do not hold the GIL (and stall the
     data plane) for the whole dump."""
     parts = [
-        _RULES.dump_json(list(rules[i : i + SERIALIZE_SLICE]))[1:-1] for i in range(0, len(rules), SERIALIZE_SLICE)
+        RULES_ADAPTER.dump_json(list(rules[i : i + SERIALIZE_SLICE]))[1:-1]
+        for i in range(0, len(rules), SERIALIZE_SLICE)
     ]
     return b"[" + b",".join(p for p in parts if p) + b"]"
 
 
 class EmbeddedStore:
     """A `PolicyStore` for one process, persisted to files; the default when no Redis URL is given."""
+
+    healthy = True  # local files: nothing to lose contact with
 
     def __init__(self, state_dir: Path, *, history_versions: int = DEFAULT_HISTORY_VERSIONS) -> None:
         self._dir = state_dir
@@ -131,16 +156,7 @@ class EmbeddedStore:
             raise StoreError(f"{path} is not a valid policy manifest: {exc.error_count()} errors") from exc
 
     def _materialize(self, manifest: Manifest) -> Policy:
-        rules: list[Rule] = []
-        if manifest.rules_file is not None:
-            path = self._dir / manifest.rules_file
-            try:
-                rules = _RULES.validate_json(path.read_bytes())
-            except (OSError, ValidationError) as exc:
-                raise StoreError(f"{path} (rules of version {manifest.version}) cannot be read: {exc}") from exc
-        data = manifest.model_dump(exclude={"rules_file"})
-        data["rules"] = tuple(rules)
-        return Policy.model_validate(data)
+        return materialize(self._dir, manifest)
 
     def _load_audit(self, path: Path) -> list[AuditEntry]:
         if not path.exists():
@@ -269,3 +285,72 @@ class EmbeddedStore:
         for path in self._dir.glob("rules-v*.json"):
             if path.name not in referenced:
                 path.unlink(missing_ok=True)
+
+
+class FileFollower:
+    """A read-only view of an embedded store's state dir, for `--workers`: the worker processes poll
+    `policy.json` and load a new version when the primary process (which owns the store) commits one."""
+
+    healthy = True
+
+    def __init__(self, state_dir: Path, *, poll_interval: float = 0.25) -> None:
+        self._dir = state_dir
+        self._interval = poll_interval
+        self._policy = Policy()
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> Policy:
+        await self.refresh()
+        self._task = asyncio.create_task(self._follow())
+        return self._policy
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=2)
+
+    def current(self) -> Policy:
+        return self._policy
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def refresh(self) -> bool:
+        path = self._dir / POLICY_FILE
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return False
+        manifest = Manifest.model_validate_json(raw)
+        if manifest.version <= self._policy.version:
+            return False
+        self._policy = await asyncio.to_thread(materialize, self._dir, manifest)
+        for listener in self._listeners:
+            await listener(self._policy)
+        return True
+
+    async def update(self, mutate: Mutation) -> tuple[Policy, AuditEntry]:
+        raise StoreError("worker processes are read-only; changes go through the primary's admin API")
+
+    async def audit(
+        self,
+        *,
+        limit: int,
+        before_version: int | None = None,
+        incident_id: str | None = None,
+        action: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[AuditEntry]:
+        raise StoreError("worker processes do not serve the audit log")
+
+    async def history(self, version: int) -> Policy:
+        raise StoreError("worker processes do not serve policy history")
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except (OSError, ValidationError, StoreError) as exc:  # a write in progress, or a bad file
+                log.debug("policy follow failed: %s", exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
 from rules.roles import AdminToken
 from rules.store_file import EmbeddedStore
+from tests.redis_server import RedisServer
 
 VIEWER = "viewer-token-0001"
 RESPONDER = "responder-token-0001"
@@ -119,3 +120,11 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
 @pytest.fixture
 async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

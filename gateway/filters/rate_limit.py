@@ -40,7 +40,13 @@ class RateLimitFilter:
         if not limits:
             return CONTINUE
         buckets = [
-            Bucket(f"{limit.key}:{_subject(limit, ctx)}", limit.requests, limit.interval, limit.tolerance)
+            Bucket(
+                f"{limit.key}:{_subject(limit, ctx)}",
+                limit.requests,
+                limit.interval,
+                limit.tolerance,
+                limit.limit.per_seconds,
+            )
             for limit in limits
             if (limit.limit.route is None or limit.limit.route == ctx.route.name)
             and (limit.limit.model is None or limit.limit.model == ctx.model)

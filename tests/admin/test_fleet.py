@@ -1,0 +1,161 @@
+"""Fleet mode end to end: real `containment serve` replicas sharing a real redis-server, and workers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.processes import containment, free_port, http, start, stop, wait_http
+from tests.redis_server import RedisServer
+
+TOKEN = "fleet-commander-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Replica:
+    gateway: str
+    admin: str
+    process: subprocess.Popen[bytes]
+
+
+def _chat(gateway: str, text: str) -> int:
+    body = {"model": "mock-echo", "messages": [{"role": "user", "content": text}]}
+    return http("POST", f"{gateway}/v1/chat/completions", body)[0]
+
+
+def _serve(upstream: str, state: Path, *extra: str) -> Replica:
+    gateway_port, admin_port = free_port(), free_port()
+    process = start(
+        containment(
+            "serve",
+            "--upstream",
+            upstream,
+            "--listen",
+            f"127.0.0.1:{gateway_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            str(state),
+            *extra,
+        ),
+        env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}", "CONTAINMENT_REDIS_POLL_SECONDS": "0.5"},
+    )
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    wait_http(f"{gateway}/_containment/readyz", process)
+    wait_http(f"http://127.0.0.1:{admin_port}/metrics", process)
+    return Replica(gateway, f"http://127.0.0.1:{admin_port}", process)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    port = free_port()
+    process = start(containment("mock-upstream", "--port", str(port)))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v1/models", process)
+    yield url
+    stop(process)
+
+
+def _until(predicate: object, within: float) -> float:
+    started = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - started > within:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_replicas_share_one_policy_and_survive_redis_death(upstream: str, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path, persist=True)
+    redis.start()
+    replicas: list[Replica] = []
+    try:
+        replicas = [_serve(upstream, tmp_path / name, "--redis-url", redis.url) for name in ("a", "b")]
+        a, b = replicas
+        status, _, _ = http(
+            "POST", f"{a.admin}/v1/rules", {"rules": [{"pattern": "fleet phrase"}], "reason": "r"}, AUTH
+        )
+        assert status == 201
+        assert _until(lambda: _chat(b.gateway, "say fleet phrase") == 400, within=1.0) < 1.0
+        http("PUT", f"{a.admin}/v1/killswitches/model:frozen", {"engaged": True, "reason": "r"}, AUTH)
+        _until(
+            lambda: http("POST", f"{b.gateway}/v1/chat/completions", {"model": "frozen", "messages": []})[0] == 503,
+            within=1.0,
+        )
+
+        redis.stop()
+        statuses = [_chat(r.gateway, "hello") for _ in range(20) for r in replicas]
+        assert set(statuses) == {200}  # no 5xx caused by the store
+        assert _chat(b.gateway, "fleet phrase") == 400  # the last good policy stays in force
+        assert http("POST", f"{b.gateway}/v1/chat/completions", {"model": "frozen", "messages": []})[0] == 503
+        _until(lambda: http("GET", f"{a.gateway}/_containment/readyz")[2]["status"] == "degraded", within=3.0)
+        status, _, body = http("POST", f"{a.admin}/v1/rules", {"rules": [{"pattern": "lost"}], "reason": "r"}, AUTH)
+        assert status == 503 and body["error"]["code"] == "store_unavailable"
+        _until(lambda: "containment_store_up 0.0" in http("GET", f"{a.admin}/metrics")[2], within=3.0)
+
+        redis.start()
+        _until(
+            lambda: all(http("GET", f"{r.gateway}/_containment/readyz")[2]["status"] == "ready" for r in replicas),
+            within=5.0,
+        )
+        status, _, _ = http(
+            "POST", f"{b.admin}/v1/rules", {"rules": [{"pattern": "after the outage"}], "reason": "r"}, AUTH
+        )
+        assert status == 201
+        _until(lambda: _chat(a.gateway, "after the outage") == 400, within=1.0)
+    finally:
+        for replica in replicas:
+            stop(replica.process)
+        redis.stop()
+
+
+def test_a_replica_started_while_redis_is_down_enforces_the_cached_policy(upstream: str, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)
+    redis.start()
+    first = _serve(upstream, tmp_path / "a", "--redis-url", redis.url)
+    try:
+        http("POST", f"{first.admin}/v1/rules", {"rules": [{"pattern": "cached phrase"}], "reason": "r"}, AUTH)
+        assert _chat(first.gateway, "cached phrase") == 400
+    finally:
+        stop(first.process)
+    redis.stop()
+    cold = _serve(upstream, tmp_path / "a", "--redis-url", redis.url)
+    try:
+        assert _chat(cold.gateway, "cached phrase") == 400
+        assert http("GET", f"{cold.gateway}/_containment/readyz")[2]["status"] == "degraded"
+    finally:
+        stop(cold.process)
+
+
+def test_workers_share_one_policy_and_one_metrics_endpoint(upstream: str, tmp_path: Path) -> None:
+    primary = _serve(upstream, tmp_path / "w", "--workers", "2")
+    try:
+        time.sleep(1.5)  # the second worker binds the same port
+        http("POST", f"{primary.admin}/v1/rules", {"rules": [{"pattern": "worker phrase"}], "reason": "r"}, AUTH)
+        time.sleep(0.6)  # the follower polls every 0.25 s
+        assert {_chat(primary.gateway, "worker phrase") for _ in range(40)} == {400}
+        for _ in range(40):
+            _chat(primary.gateway, "hello")
+        metrics = http("GET", f"{primary.admin}/metrics")[2]
+        proxied = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("containment_requests_total") and 'outcome="proxied"' in line
+        ]
+        assert proxied and float(proxied[0].split()[-1]) == 40.0
+        blocked = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("containment_requests_total") and 'outcome="block"' in line
+        ]
+        assert float(blocked[0].split()[-1]) == 40.0
+        version = [line for line in metrics.splitlines() if line.startswith("containment_policy_version")]
+        assert version and float(version[0].split()[-1]) == 1.0
+    finally:
+        stop(primary.process)
