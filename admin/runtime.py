@@ -69,9 +69,13 @@ def build_runtime(settings: Settings, *, primary: bool) -> Runtime:
     return Runtime(embedded, MemoryRateLimiter(parts=settings.workers))
 
 
-async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+async def cancel_all(tasks: list[asyncio.Task[None]], *, within: float = 5.0) -> None:
+    """Cancel background tasks and wait for them, but never longer than `within`: a client library
+    that swallows a cancellation must not keep the process from shutting down."""
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=within)
+        for task in done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()

@@ -80,7 +80,8 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         return Enforcement(holder.snapshot.version, holder.snapshot.compiled_at)
 
     app = build_app(settings, holder=holder, metrics=metrics, limiter=runtime.limiter, health=runtime.problems)
-    runners = [web.AppRunner(app, access_log=None, handler_cancellation=True)]
+    grace = settings.shutdown_grace_seconds
+    runners = [web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=grace)]
     if primary:
         admin = build_admin_app(
             store=runtime.store,
@@ -90,7 +91,7 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
             enforcement=enforcement,
             stage1_default_ttl=settings.stage1_default_ttl_seconds,
         )
-        runners.append(web.AppRunner(admin, access_log=None))
+        runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=grace))
     tasks = [asyncio.create_task(start()) for start in runtime.background]
     tasks.append(asyncio.create_task(runtime.watch_health(metrics)))
     supervisor = Supervisor(settings) if primary and settings.workers > 1 else None

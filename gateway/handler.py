@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -100,7 +101,7 @@ class ProxyHandler:
             stream=extracted.stream,
         )
         for request_filter in self._chain:
-            verdict = self._run(request_filter, ctx)
+            verdict = await self._run(request_filter, ctx)
             if verdict is not CONTINUE:
                 self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
                 if isinstance(verdict, Reply):
@@ -120,9 +121,12 @@ class ProxyHandler:
         self._metrics.requests.labels(route.name, "proxied" if response.status < 500 else "upstream_error").inc()
         return response
 
-    def _run(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
+    async def _run(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
         try:
-            return request_filter.on_request(ctx)
+            verdict = request_filter.on_request(ctx)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            return verdict
         except Exception:
             self._metrics.filter_faults.labels(request_filter.name).inc()
             log.exception("filter %s failed; refusing request %s", request_filter.name, ctx.request_id)

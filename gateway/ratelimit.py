@@ -30,11 +30,15 @@ class Decision:
     limit: int  # the tightest bucket's limit
     remaining: int
     retry_after: float  # seconds; 0 when allowed
+    pending: bool = False  # undecided: `await limiter.lease(buckets)`, then ask again
 
 
 class RateLimiter(Protocol):
     def acquire(self, buckets: Sequence[Bucket], now: float) -> Decision:
-        """Admit one request against every bucket, or none: all-or-nothing."""
+        """Admit one request against every bucket, or none: all-or-nothing. Never does I/O."""
+
+    async def lease(self, buckets: Sequence[Bucket]) -> None:
+        """Fetch what `acquire` said was pending (a no-op for limiters that never pend)."""
 
 
 def share(bucket: Bucket, parts: int) -> Bucket:
@@ -82,6 +86,9 @@ class MemoryRateLimiter:
         if len(self._tat) > self._max:
             self._prune(now)
         return Decision(True, limit, max(0, int(remaining)) if buckets else 0, 0.0)
+
+    async def lease(self, buckets: Sequence[Bucket]) -> None:
+        return None
 
     def _prune(self, now: float) -> None:
         self._tat = {key: tat for key, tat in self._tat.items() if tat > now}

@@ -165,7 +165,8 @@ class RedisStore:
 
     async def _subscribe(self) -> None:
         backoff = 0.1
-        while True:
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():  # redis-py may turn a cancellation into an error
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.key("changes"))
@@ -184,7 +185,8 @@ class RedisStore:
             backoff = min(backoff * 2, 2.0)
 
     async def _poll(self) -> None:
-        while True:
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             await asyncio.sleep(self._poll_interval)
             await self._refresh_quietly()
 

@@ -2,16 +2,19 @@
 its subject — the key id, the tenant, the client IP, or all traffic; callers without a key (or tenant)
 share one bucket. One limit exhausted answers 429 `rate_limited` with `Retry-After`,
 `X-RateLimit-Limit` and `X-RateLimit-Remaining`; admitted answers carry the two X-RateLimit headers.
-Runs after access, before the input scan. Fails closed (the chain runner answers 503).
+Runs after access, before the input scan. Decides without I/O, except a fleet limiter's cold path (a
+caller's first request on this replica), which awaits one Redis round trip for a lease. Fails closed
+(the chain runner answers 503).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable
 
 from gateway.context import RequestContext
-from gateway.ratelimit import Bucket, RateLimiter
+from gateway.ratelimit import Bucket, Decision, RateLimiter
 from gateway.verdict import CONTINUE, Refusal, Verdict
 from rules.compile import CompiledLimit
 
@@ -35,7 +38,7 @@ class RateLimitFilter:
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
 
-    def on_request(self, ctx: RequestContext) -> Verdict:
+    def on_request(self, ctx: RequestContext) -> Verdict | Awaitable[Verdict]:
         limits = ctx.snapshot.limits
         if not limits:
             return CONTINUE
@@ -54,6 +57,19 @@ class RateLimitFilter:
         if not buckets:
             return CONTINUE
         decision = self._limiter.acquire(buckets, time.monotonic())
+        if decision.pending:
+            return self._after_lease(buckets, ctx)
+        return self._verdict(decision, ctx)
+
+    async def _after_lease(self, buckets: list[Bucket], ctx: RequestContext) -> Verdict:
+        """The cold path of a fleet limiter: one Redis round trip for a lease, then decide."""
+        await self._limiter.lease(buckets)
+        decision = self._limiter.acquire(buckets, time.monotonic())
+        if decision.pending:  # still nothing: the fleet is busy or Redis is away; do not wait longer
+            decision = Decision(False, decision.limit, 0, 1.0)
+        return self._verdict(decision, ctx)
+
+    def _verdict(self, decision: Decision, ctx: RequestContext) -> Verdict:
         headers = {"X-RateLimit-Limit": str(decision.limit), "X-RateLimit-Remaining": str(decision.remaining)}
         if decision.allowed:
             ctx.response_headers.update(headers)

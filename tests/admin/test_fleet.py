@@ -109,6 +109,11 @@ def test_replicas_share_one_policy_and_survive_redis_death(upstream: str, tmp_pa
         )
         assert status == 201
         _until(lambda: _chat(a.gateway, "after the outage") == 400, within=1.0)
+
+        redis.stop()  # SIGTERM while Redis is away still shuts a replica down promptly
+        started = time.monotonic()
+        stop(a.process)
+        assert a.process.returncode == 0 and time.monotonic() - started < 8
     finally:
         for replica in replicas:
             stop(replica.process)

@@ -1,0 +1,165 @@
+"""Propagation benchmark: how long until every replica enforces a rule pushed to one of them.
+
+    .venv/bin/python bench/propagation.py                  # 4 replicas, 40 pushes, one redis-server
+    .venv/bin/python bench/propagation.py --replicas 6 --pushes 100
+
+Starts a redis-server (free port, no persistence), `containment mock-upstream`, and N `containment
+serve --redis-url` processes; pushes one rule at a time to a replica chosen round-robin and polls every
+replica with a request carrying the new phrase until each refuses it. Reports per-replica propagation
+time (push call returned → refused) as p50 / p99 / max, and the push call itself. Bounded; cleans up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.push import free_port, wait_ready  # noqa: E402
+
+TOKEN = "bench-commander-token"
+
+
+def start_all(replicas: int, workdir: str) -> tuple[list[subprocess.Popen[bytes]], int, list[tuple[int, int]]]:
+    redis_port, mock_port = free_port(), free_port()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    processes = [
+        subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+        ),
+    ]
+    exe = [sys.executable, "-m", "admin.cli"]
+    processes.append(
+        subprocess.Popen([*exe, "mock-upstream", "--port", str(mock_port)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    )
+    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}"}
+    ports = []
+    time.sleep(0.3)
+    for index in range(replicas):
+        gw, admin = free_port(), free_port()
+        ports.append((gw, admin))
+        processes.append(
+            subprocess.Popen(
+                [
+                    *exe,
+                    "serve",
+                    "--upstream",
+                    f"http://127.0.0.1:{mock_port}",
+                    "--listen",
+                    f"127.0.0.1:{gw}",
+                    "--admin-listen",
+                    f"127.0.0.1:{admin}",
+                    "--state-dir",
+                    f"{workdir}/r{index}",
+                    "--redis-url",
+                    f"redis://127.0.0.1:{redis_port}/0",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return processes, mock_port, ports
+
+
+async def blocked(session: aiohttp.ClientSession, port: int, phrase: str) -> bool:
+    body = {"model": "mock-echo", "messages": [{"role": "user", "content": phrase}]}
+    async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as response:
+        await response.read()
+        return response.status == 400
+
+
+async def run(args: argparse.Namespace) -> None:
+    workdir = tempfile.mkdtemp(prefix="containment-propagation-")
+    processes, mock_port, ports = start_all(args.replicas, workdir)
+    delays: list[float] = []
+    calls: list[float] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            for gw, _ in ports:
+                await wait_ready(session, f"http://127.0.0.1:{gw}/_containment/readyz")
+            await wait_ready(session, f"http://127.0.0.1:{mock_port}/v1/models")
+            await asyncio.sleep(0.5)
+            for push in range(args.pushes):
+                phrase = f"propagation probe {push} zq"
+                _, admin = ports[push % len(ports)]
+                started = time.perf_counter()
+                async with session.post(
+                    f"http://127.0.0.1:{admin}/v1/rules",
+                    json={"rules": [{"pattern": phrase}], "reason": "bench"},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                ) as response:
+                    assert response.status == 201, await response.text()
+                pushed = time.perf_counter()
+                calls.append(pushed - started)
+
+                async def until_blocked(port: int, phrase: str = phrase, pushed: float = pushed) -> float:
+                    deadline = pushed + 10
+                    while time.perf_counter() < deadline:
+                        if await blocked(session, port, phrase):
+                            return time.perf_counter() - pushed
+                        await asyncio.sleep(0.002)
+                    return float("inf")
+
+                delays.extend(await asyncio.gather(*(until_blocked(gw) for gw, _ in ports)))
+    finally:
+        for process in processes:
+            process.terminate()
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3
+
+    print(f"{args.replicas} replicas, {args.pushes} pushes, {len(delays)} replica-propagations")
+    print()
+    print("| measure | p50 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| push call (admin API, commit to Redis) | {pct(calls, 0.5):.1f} | {pct(calls, 0.99):.1f} | "
+        f"{pct(calls, 1.0):.1f} |"
+    )
+    print(
+        f"| push returned → replica refuses the phrase | {pct(delays, 0.5):.1f} | {pct(delays, 0.99):.1f} | "
+        f"{pct(delays, 1.0):.1f} |"
+    )
+    print(f"\nmean {statistics.mean(delays) * 1e3:.1f} ms; all within 1 s: {all(d < 1 for d in delays)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--pushes", type=int, default=40)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
