@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,9 +90,23 @@ def test_replicas_share_one_policy_and_survive_redis_death(upstream: str, tmp_pa
             within=1.0,
         )
 
-        redis.stop()
-        statuses = [_chat(r.gateway, "hello") for _ in range(20) for r in replicas]
-        assert set(statuses) == {200}  # no 5xx caused by the store
+        traffic: list[int] = []
+        running = threading.Event()
+        running.set()
+
+        def clean_traffic() -> None:
+            while running.is_set():
+                for replica in replicas:
+                    traffic.append(_chat(replica.gateway, "hello"))
+
+        sender = threading.Thread(target=clean_traffic)
+        sender.start()
+        time.sleep(0.3)
+        redis.stop()  # Redis dies under traffic
+        time.sleep(1.0)
+        running.clear()
+        sender.join(10)
+        assert len(traffic) > 20 and set(traffic) == {200}  # no 5xx caused by the store
         assert _chat(b.gateway, "fleet phrase") == 400  # the last good policy stays in force
         assert http("POST", f"{b.gateway}/v1/chat/completions", {"model": "frozen", "messages": []})[0] == 503
         _until(lambda: http("GET", f"{a.gateway}/_containment/readyz")[2]["status"] == "degraded", within=3.0)
