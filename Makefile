@@ -9,7 +9,7 @@ LISTEN       ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 DEV_TOKENS   ?= dev:commander:dev-commander-token
 
-.PHONY: install run test lint format clean redis
+.PHONY: install run test lint format clean test-services
 
 install: $(STAMP)
 
@@ -38,15 +38,20 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The fleet tests start their own redis-server processes on free ports; install it where it is missing.
-redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (apt-get)"; \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
-		|| { echo "redis-server is required by the test suite: install it (apt-get install redis-server)"; exit 1; }; }
+# What the suite runs besides Python: redis-server (the fleet tests start their own, on free ports) and
+# promtool (checks /metrics), from Debian's packages where they are missing.
+test-services:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } \
+		|| { echo "the test suite needs:$$missing (apt-get install$$missing)"; exit 1; }; \
+	fi
 
 # Lint, then the whole suite. pytest's exit code 5 ("no tests collected") is a failure here, on purpose.
-test: lint redis
+test: lint test-services
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from admin import controls_api, incidents_api, killswitch_api, policy_api, rules_api
+from admin import controls_api, incidents_api, insight_api, killswitch_api, policy_api, rules_api
 from admin.auth import AUTHENTICATOR, Authenticator
-from admin.context import CATEGORIES, ENFORCEMENT, STAGE1_TTL, STORE, Enforcement
+from admin.context import CATEGORIES, ENFORCEMENT, INSIGHT, STAGE1_TTL, STORE, Enforcement, Insight
 from admin.errors import json_errors
 from rules.roles import AdminToken
 from rules.store import PolicyStore
@@ -29,6 +29,7 @@ def build_admin_app(
     categories: frozenset[str],
     enforcement: Callable[[], Enforcement | None] = _no_enforcement,
     stage1_default_ttl: int = 0,
+    insight: Insight,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_ADMIN_BODY)
     app[STORE] = store
@@ -36,10 +37,12 @@ def build_admin_app(
     app[CATEGORIES] = categories
     app[ENFORCEMENT] = enforcement
     app[STAGE1_TTL] = stage1_default_ttl
+    app[INSIGHT] = insight
     app[policy_api.REGISTRY] = registry
     policy_api.add_routes(app)
     rules_api.add_routes(app)
     killswitch_api.add_routes(app)
     controls_api.add_routes(app)
     incidents_api.add_routes(app)
+    insight_api.add_routes(app)
     return app

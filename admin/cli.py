@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "admin_tokens": args.admin_tokens,
         "workers": args.workers,
         "max_body_bytes": args.max_body_bytes,
+        "sample_rate": args.sample_rate,
         "log_level": args.log_level,
     }
     try:
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-tokens", help="comma list of name:role:token")
     serve.add_argument("--workers", type=int, help="data-plane worker processes")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    serve.add_argument("--sample-rate", type=float, help="share of unmatched traffic sampled (default 0.01)")
     serve.add_argument("--log-level", help="debug, info, warning or error")
     serve.set_defaults(func=cmd_serve)
 

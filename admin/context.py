@@ -8,7 +8,10 @@ from datetime import datetime
 
 from aiohttp import web
 
+from rules.alerts import AnomalyDetector
+from rules.samples import SampleSink
 from rules.store import PolicyStore
+from rules.watch import HitCounter
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +22,20 @@ class Enforcement:
     compiled_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Insight:
+    """What the data plane records, for the admin API to show: samples, watch-period hits, alerts."""
+
+    sink: SampleSink
+    hits: HitCounter
+    detector: AnomalyDetector
+    forensic_max_rate: float = 1.0
+    forensic_max_seconds: int = 4 * 3600
+    on_reveal: Callable[[str, int], None] = lambda responder, count: None  # exposure metric
+
+
 STORE: web.AppKey[PolicyStore] = web.AppKey("store")
+INSIGHT: web.AppKey[Insight] = web.AppKey("insight")
 CATEGORIES: web.AppKey[frozenset[str]] = web.AppKey("categories")
 ENFORCEMENT: web.AppKey[Callable[[], Enforcement | None]] = web.AppKey("enforcement")
 STAGE1_TTL: web.AppKey[int] = web.AppKey("stage1_ttl")

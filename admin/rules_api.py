@@ -9,12 +9,13 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from admin.auth import Principal, requires
-from admin.context import CATEGORIES, STAGE1_TTL, STORE
+from admin.context import CATEGORIES, INSIGHT, STAGE1_TTL, STORE
 from admin.errors import ApiError, ok, read_json
 from rules.compile import RuleError, check_specs
 from rules.model import AuditEntry, Policy, Rule, RulePatch, RuleSpec, to_rules, utcnow
 from rules.roles import Role
 from rules.store import NotFound
+from rules.watch import describe
 
 _SPECS = TypeAdapter(list[RuleSpec])
 MAX_LIST = 100_000
@@ -146,8 +147,10 @@ def _find(policy: Policy, rule_id: str) -> Rule:
 
 @requires(Role.viewer)
 async def get_rule(request: web.Request, principal: Principal) -> web.Response:
+    """The rule, and its watch period: hits per hour since it was created, and the last hit."""
     rule = _find(request.app[STORE].current(), request.match_info["rule_id"])
-    return ok(rule.model_dump(mode="json"))
+    buckets, last = await request.app[INSIGHT].hits.history(rule.id)
+    return ok(rule.model_dump(mode="json") | {"hits": describe(buckets, last, rule.created_at)})
 
 
 @requires(Role.responder)

@@ -10,23 +10,30 @@ import os
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.ratelimit_redis import FleetRateLimiter
 from gateway.settings import Settings
+from rules.alerts import AnomalyDetector
+from rules.samples import FileSampleSink, RedisSampleSink, SampleSink
 from rules.store import PolicyStore
 from rules.store_file import EmbeddedStore, FileFollower
 from rules.store_redis import RedisStore
+from rules.watch import FileHits, HitCounter, RedisHits
 
 
 @dataclass
 class Runtime:
     store: PolicyStore
     limiter: RateLimiter
+    sink: SampleSink
+    hits: HitCounter
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     fleet: FleetRateLimiter | None = None
+    sink_opener: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -37,14 +44,24 @@ class Runtime:
             found.append(f"rate limits: Redis unreachable, each replica enforces 1/{self.fleet.replicas} locally")
         return found
 
-    async def watch_health(self, metrics: GatewayMetrics) -> None:
+    async def watch_health(self, metrics: GatewayMetrics, detector: AnomalyDetector) -> None:
+        """Once a second: store health, open alerts (as gauges), and the watch-period counts flushed."""
+        kinds = ("block_rate", "output_length", "report_volume", "classifier_score")
+        ticks = 0
         while True:
             metrics.store_up.set(0 if self.problems() else 1)
+            open_kinds = {alert.kind for alert in detector.alerts()}
+            for kind in kinds:
+                metrics.alerts.labels(kind).set(1 if kind in open_kinds else 0)
+            ticks += 1
+            if ticks % 5 == 0:
+                await self.hits.flush()
             await asyncio.sleep(1.0)
 
 
-def build_runtime(settings: Settings, *, primary: bool) -> Runtime:
+def build_runtime(settings: Settings, *, primary: bool, worker: int = 0) -> Runtime:
     """The primary process owns the store (and the admin API); worker processes only read it."""
+    age = timedelta(hours=settings.sample_max_age_hours)
     if settings.redis_url is not None:
         store = RedisStore(
             settings.redis_url,
@@ -61,12 +78,26 @@ def build_runtime(settings: Settings, *, primary: bool) -> Runtime:
             replica_id=replica,
             sync_interval=settings.ratelimit_sync_ms / 1000,
         )
-        return Runtime(store, fleet, [fleet.run], fleet)
+        sink = RedisSampleSink(
+            store.client, prefix=settings.redis_prefix, max_count=settings.sample_max_count, max_age=age
+        )
+        hits = RedisHits(store.client, prefix=settings.redis_prefix)
+        return Runtime(store, fleet, sink, hits, [fleet.run], fleet)
     if primary:
         embedded: PolicyStore = EmbeddedStore(settings.state_dir, history_versions=settings.history_versions)
     else:
         embedded = FileFollower(settings.state_dir)
-    return Runtime(embedded, MemoryRateLimiter(parts=settings.workers))
+    suffix = "" if primary else f"-w{worker}"
+    file_sink = FileSampleSink(
+        settings.state_dir / "samples", max_count=settings.sample_max_count, max_age=age, name=f"samples{suffix}"
+    )
+    file_hits = FileHits(settings.state_dir / "samples" / f"hits{suffix}.json")
+
+    async def open_files() -> None:
+        await file_sink.open()
+        await asyncio.to_thread(file_hits.load)
+
+    return Runtime(embedded, MemoryRateLimiter(parts=settings.workers), file_sink, file_hits, sink_opener=open_files)
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]], *, within: float = 5.0) -> None:

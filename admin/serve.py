@@ -19,13 +19,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from admin.app import build_admin_app
-from admin.context import Enforcement
+from admin.context import Enforcement, Insight
 from admin.runtime import build_runtime, cancel_all
 from admin.workers import Supervisor
 from gateway.app import build_app
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry, load_secret
+from rules.alerts import AnomalyDetector
 from rules.store import StoreError
 
 log = logging.getLogger("containment")
@@ -67,11 +69,25 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
     primary = worker == 0
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    runtime = build_runtime(settings, primary=primary)
+    runtime = build_runtime(settings, primary=primary, worker=worker)
     try:
         policy = await runtime.store.open()
+        if runtime.sink_opener is not None:
+            await runtime.sink_opener()
     except StoreError as exc:
         raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"cannot open the sample store under {settings.state_dir}: {exc.strerror}") from None
+    detector = AnomalyDetector()
+    telemetry = Telemetry(
+        sink=runtime.sink,
+        hits=runtime.hits,
+        detector=detector,
+        metrics=metrics,
+        sample_rate=settings.sample_rate,
+        route_rates=settings.sample_rates,
+        hmac_secret=load_secret(settings.sample_hmac_secret, settings.state_dir),
+    )
     holder = SnapshotHolder(metrics, policy, regex_budget=settings.regex_budget_ms / 1000)
     runtime.store.add_listener(holder.install)
     tune_gc()
@@ -79,7 +95,9 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
     def enforcement() -> Enforcement:
         return Enforcement(holder.snapshot.version, holder.snapshot.compiled_at)
 
-    app = build_app(settings, holder=holder, metrics=metrics, limiter=runtime.limiter, health=runtime.problems)
+    app = build_app(
+        settings, holder=holder, metrics=metrics, telemetry=telemetry, limiter=runtime.limiter, health=runtime.problems
+    )
     grace = settings.shutdown_grace_seconds
     runners = [web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=grace)]
     if primary:
@@ -90,10 +108,19 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
             categories=settings.categories,
             enforcement=enforcement,
             stage1_default_ttl=settings.stage1_default_ttl_seconds,
+            insight=Insight(
+                sink=runtime.sink,
+                hits=runtime.hits,
+                detector=detector,
+                forensic_max_rate=settings.forensic_max_rate,
+                forensic_max_seconds=settings.forensic_max_seconds,
+                on_reveal=lambda responder, count: metrics.sample_reveals.labels(responder).inc(count),
+            ),
         )
         runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=grace))
     tasks = [asyncio.create_task(start()) for start in runtime.background]
-    tasks.append(asyncio.create_task(runtime.watch_health(metrics)))
+    tasks.append(asyncio.create_task(runtime.watch_health(metrics, detector)))
+    tasks.append(asyncio.create_task(telemetry.run()))
     supervisor = Supervisor(settings) if primary and settings.workers > 1 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +147,7 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         for runner in runners:
             await runner.cleanup()
         holder.close()
+        await runtime.hits.flush()
         await runtime.store.close()
 
 

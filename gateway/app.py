@@ -24,8 +24,10 @@ from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.refusals import json_response, refusal_response
+from gateway.reports import CATEGORIES, TELEMETRY, report
 from gateway.routing import Router
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
 
 HOLDER = web.AppKey("holder", SnapshotHolder)
@@ -72,6 +74,7 @@ def build_app(
     *,
     holder: SnapshotHolder,
     metrics: GatewayMetrics,
+    telemetry: Telemetry,
     limiter: RateLimiter | None = None,
     health: Callable[[], list[str]] = _all_well,
 ) -> web.Application:
@@ -85,6 +88,7 @@ def build_app(
         router=Router(settings.effective_routes()),
         chain=build_chain(metrics, limiter or MemoryRateLimiter()),
         output=OutputScanFilter(metrics),
+        telemetry=telemetry,
         upstream=upstream,
         holder=holder,
         metrics=metrics,
@@ -101,9 +105,12 @@ def build_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[HOLDER] = holder
     app[HEALTH] = health
+    app[TELEMETRY] = telemetry
+    app[CATEGORIES] = settings.categories
     app.cleanup_ctx.append(upstream_session)
     app.router.add_get("/_containment/healthz", healthz, allow_head=True)
     app.router.add_get("/_containment/readyz", readyz, allow_head=True)
+    app.router.add_post("/_containment/reports", report)
     app.router.add_route("*", "/_containment/{tail:.*}", reserved_not_found)
     app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

@@ -40,3 +40,7 @@ class RequestContext:
     body_override: bytes | None = None  # set when a filter rewrote the body (redaction)
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the answer (rate-limit headers)
     matched_rules: list[str] = field(default_factory=list)  # ids of rules that matched, any action
+    sampled: bool = False  # chosen at the base (or forensic) rate: the proxy keeps a copy of the answer
+    forensic: bool = False
+    output_parts: list[str] = field(default_factory=list)  # the answer's text, as the output scan saw it
+    answer: tuple[str, bytes] | None = None  # (content type, body) of an answer the gateway read

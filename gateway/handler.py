@@ -20,6 +20,7 @@ from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
 from gateway.refusals import refusal_response, reply_response
 from gateway.routing import Router
+from gateway.telemetry import Telemetry
 from gateway.verdict import CONTINUE, Refusal, Reply, Verdict
 from rules.compile import Network
 from rules.model import utcnow
@@ -50,6 +51,7 @@ class ProxyHandler:
         router: Router,
         chain: Sequence[RequestFilter],
         output: OutputScanFilter,
+        telemetry: Telemetry,
         upstream: UpstreamClient,
         holder: SnapshotHolder,
         metrics: GatewayMetrics,
@@ -60,6 +62,7 @@ class ProxyHandler:
         self._router = router
         self._chain = tuple(chain)
         self._output = output
+        self._telemetry = telemetry
         self._upstream = upstream
         self._holder = holder
         self._metrics = metrics
@@ -106,8 +109,10 @@ class ProxyHandler:
                 self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
                 if isinstance(verdict, Reply):
                     self._metrics.requests.labels(route.name, verdict.action).inc()
+                    self._telemetry.finish(ctx, verdict.status, verdict.action)
                     return reply_response(verdict, request_id)
                 assert isinstance(verdict, Refusal)
+                self._telemetry.finish(ctx, verdict.status, verdict.action)
                 return self._refuse(verdict, request_id, route.name)
         self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
         try:
@@ -117,8 +122,13 @@ class ProxyHandler:
             log.exception("output scan could not start; refusing request %s", ctx.request_id)
             return self._refuse(FAULT, request_id, route.name)
         forwarded = ctx.body_override if ctx.body_override is not None else body
+        self._telemetry.begin(ctx)
         response = await self._upstream.forward(request, ctx, forwarded, inspector)
-        self._metrics.requests.labels(route.name, "proxied" if response.status < 500 else "upstream_error").inc()
+        outcome = "proxied" if response.status < 500 else "upstream_error"
+        if inspector is not None and inspector.action is not None:
+            outcome = inspector.action
+        self._metrics.requests.labels(route.name, outcome).inc()
+        self._telemetry.finish(ctx, response.status, outcome)
         return response
 
     async def _run(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:

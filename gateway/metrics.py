@@ -87,5 +87,43 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.upstream_seconds = Histogram(
+            "containment_upstream_seconds",
+            "Time from sending a request upstream to its response headers.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.output_chars = Histogram(
+            "containment_output_chars",
+            "Length of answers the gateway read (characters).",
+            buckets=(0, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000),
+            registry=registry,
+        )
+        self.samples_written = Counter(
+            "containment_samples_written", "Samples stored, by why they were sampled.", ["reason"], registry=registry
+        )
+        self.samples_dropped = Counter(
+            "containment_samples_dropped",
+            "Samples not stored (queue full or sink unreachable); traffic was not affected.",
+            registry=registry,
+        )
+        self.user_reports = Counter(
+            "containment_user_reports", "User reports received, by harm category.", ["category"], registry=registry
+        )
+        self.sample_reveals = Counter(
+            "containment_sample_reveals",
+            "Harmful spans responders chose to see (GET /v1/samples?reveal=true), by responder: exposure.",
+            ["responder"],
+            registry=registry,
+        )
+        self.alerts = Gauge(
+            "containment_alert_active",
+            "1 while an anomaly alert of this kind is open (this process's view).",
+            ["kind"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+
     def count_match(self, rule: Rule, direction: str) -> None:
         self.matches.labels(rule.category, rule.severity, str(rule.stage), direction, rule.action).inc()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.formats import IDENTIFIER_KEYS
-from gateway.sse import Event
+from gateway.sse import Event, SSEParser
 
 Slot = tuple[Any, Any]  # (container, key): container[key] is a string
 
@@ -245,3 +245,52 @@ def cut_events(template: dict[str, Any] | None, shape: str, key: str) -> bytes:
         }
     }
     return b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"
+
+
+def answer_text(content_type: str, body: bytes) -> str:
+    """The text of a model's answer as the client received it (for samples and answer-length signals)."""
+    if content_type.startswith("text/event-stream"):
+        parser = SSEParser()
+        events = parser.feed(body)
+        tail = parser.close()
+        if tail is not None:
+            events.append(tail)
+        return "".join(text for event in events for _, text in classify(event).texts)
+    if "json" in content_type:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body.decode("utf-8", "replace")
+        return "".join(str(container[key]) for section in sections(document) for container, key in section.slots)
+    return body.decode("utf-8", "replace")
+
+
+_SEVERE = {"medium", "high"}
+
+
+def classifier_flagged(content_type: str, body: bytes) -> bool | None:
+    """Whether the upstream's own content filter (Azure-style `content_filter_results`) flagged the
+    answer at severity medium or high (or filtered it); None when the answer carries no such scores."""
+    if "json" not in content_type:
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    found: list[bool] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            results = value.get("content_filter_results")
+            if isinstance(results, dict):
+                for verdict in results.values():
+                    if isinstance(verdict, dict):
+                        found.append(verdict.get("filtered") is True or verdict.get("severity") in _SEVERE)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(document)
+    return any(found) if found else None

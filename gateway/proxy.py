@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import aiohttp
 from aiohttp import web
@@ -98,6 +99,7 @@ class UpstreamClient:
         skip = [name for name in _AUTO_HEADERS if name not in headers]
         url = URL(ctx.route.base_url + request.raw_path, encoded=True)
         route = ctx.route.name
+        sent = time.perf_counter()
         try:
             upstream = await self._session.request(
                 request.method,
@@ -121,13 +123,14 @@ class UpstreamClient:
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
                 ctx.request_id,
             )
+        self._metrics.upstream_seconds.labels(route).observe(time.perf_counter() - sent)
         try:
             content_type = upstream.headers.get("Content-Type", "").lower()
             if inspector is not None and content_type.startswith("text/event-stream"):
                 return await self._relay_stream(request, ctx, upstream, inspector)
             if inspector is not None and _inspectable(content_type) and request.method != "HEAD":
                 return await self._relay_whole(request, ctx, upstream, inspector, content_type)
-            return await self._relay(request, ctx, upstream)
+            return await self._relay(request, ctx, upstream, content_type)
         finally:
             upstream.release()
 
@@ -140,15 +143,24 @@ class UpstreamClient:
         return headers
 
     async def _relay(
-        self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse
+        self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse, content_type: str
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=False)
         )
         await response.prepare(request)
+        # A sampled request keeps a copy of a textual answer (bounded); nothing else is copied.
+        keep = ctx.sampled and upstream.headers.get("Content-Encoding") is None and _textual(content_type)
+        copy: list[bytes] = []
+        kept = 0
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                if keep and kept < CAPTURE_LIMIT:
+                    copy.append(chunk)
+                    kept += len(chunk)
+            if keep:
+                ctx.answer = (content_type, b"".join(copy)[:CAPTURE_LIMIT])
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
             # The upstream failed mid-body; headers are gone, so all we can do is end the response.
             self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
@@ -191,6 +203,7 @@ class UpstreamClient:
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint failed mid-answer."),
                 ctx.request_id,
             )
+        ctx.answer = (content_type, body)
         try:
             body = inspector.inspect_body(content_type, body)
         except Exception:
@@ -256,6 +269,13 @@ async def _read_limited(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+CAPTURE_LIMIT = 256 * 1024
+
+
+def _textual(content_type: str) -> bool:
+    return "json" in content_type or content_type.startswith(("text/", "application/x-ndjson"))
 
 
 def _inspectable(content_type: str) -> bool:

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     admin_tokens: Annotated[list[AdminToken], NoDecode] = []
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    sample_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    sample_max_count: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    sample_max_age_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 7 * 24
+    sample_hmac_secret: str | None = None
+    forensic_max_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    forensic_max_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 4 * 3600
     max_response_scan_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
     regex_budget_ms: Annotated[float, Field(gt=0, le=1000)] = 25.0
     tenants: dict[str, str] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from rules.controls import AccessPolicy, RateLimit
+from rules.controls import AccessPolicy, RateLimit, SamplingPolicy
 from rules.match import DEFAULT_REGEX_BUDGET, Matcher
 from rules.model import KillSwitch, Policy, Rule, RuleSpec, utcnow
 from rules.normalize import compact
@@ -97,6 +97,7 @@ class CompiledPolicy:
     rule_count: int = 0
     access: CompiledAccess = CompiledAccess()
     limits: tuple[CompiledLimit, ...] = ()
+    sampling: SamplingPolicy = SamplingPolicy()
 
 
 def _applies(rule: Rule, direction: str) -> bool:
@@ -120,6 +121,7 @@ def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET
         rule_count=len(policy.rules),
         access=CompiledAccess.build(policy.access),
         limits=tuple(CompiledLimit.build(limit, policy.ratelimits.throttle) for limit in policy.ratelimits.limits),
+        sampling=policy.sampling,
     )
 
 

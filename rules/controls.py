@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,3 +93,30 @@ class RateLimitSpec(RateLimitPolicy):
 
     def to_policy(self) -> RateLimitPolicy:
         return RateLimitPolicy(limits=self.limits, throttle=self.throttle)
+
+
+class SamplingPolicy(BaseModel):
+    """Forensic mode: a higher sample rate for a bounded time, set by a commander (audited)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forensic_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    forensic_until: datetime | None = None
+    reason: str | None = None
+    set_by: str | None = None
+
+    def forensic(self, now: datetime) -> float | None:
+        if self.forensic_rate is None or self.forensic_until is None or self.forensic_until <= now:
+            return None
+        return self.forensic_rate
+
+
+class ForensicSpec(BaseModel):
+    """Body of `PUT /v1/sampling/forensic`: `rate` 0 (or `ttl_seconds` 0) ends forensic mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: Annotated[float, Field(ge=0, le=1)]
+    ttl_seconds: Annotated[int, Field(ge=0, le=30 * 86400)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    incident_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")] | None = None

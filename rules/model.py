@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from rules.controls import AccessPolicy, RateLimitPolicy
+from rules.controls import AccessPolicy, RateLimitPolicy, SamplingPolicy
 
 Kind = Literal["literal", "regex"]
 Direction = Literal["input", "output", "both"]
@@ -207,6 +207,7 @@ class Policy(BaseModel):
     killswitches: dict[str, KillSwitch] = Field(default_factory=dict)
     access: AccessPolicy = AccessPolicy()
     ratelimits: RateLimitPolicy = RateLimitPolicy()
+    sampling: SamplingPolicy = SamplingPolicy()
 
 
 class AuditEntry(BaseModel):

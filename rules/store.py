@@ -56,6 +56,9 @@ class PolicyStore(Protocol):
     ) -> list[AuditEntry]:
         """Audit records, newest first (or oldest first), optionally only one incident's or action's."""
 
+    async def record(self, entry: AuditEntry) -> None:
+        """Append an audit record that changes no policy (a reveal of samples): no new version."""
+
     async def history(self, version: int) -> Policy:
         """The whole policy as it was at `version`; NotFound when that version is no longer kept."""
 

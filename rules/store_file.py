@@ -25,7 +25,7 @@ from typing import IO
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from rules.controls import AccessPolicy, RateLimitPolicy
+from rules.controls import AccessPolicy, RateLimitPolicy, SamplingPolicy
 from rules.model import AuditEntry, KillSwitch, Policy, Rule, utcnow
 from rules.store import Listener, Mutation, NotFound, StoreError
 
@@ -52,6 +52,7 @@ class Manifest(BaseModel):
     killswitches: dict[str, KillSwitch] = {}
     access: AccessPolicy = AccessPolicy()
     ratelimits: RateLimitPolicy = RateLimitPolicy()
+    sampling: SamplingPolicy = SamplingPolicy()
 
 
 def policy_from_manifest(manifest: Manifest, rules: Sequence[Rule]) -> Policy:
@@ -210,6 +211,23 @@ class EmbeddedStore:
             return []
         return entries[:limit] if oldest_first else list(reversed(entries[-limit:]))
 
+    async def record(self, entry: AuditEntry) -> None:
+        async with self._lock:
+            entry = entry.model_copy(update={"version": self._policy.version})
+            line = entry.model_dump_json().encode() + b"\n"
+
+            def append() -> None:
+                with open(self._dir / AUDIT_FILE, "ab") as handle:
+                    handle.write(line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+
+            try:
+                await asyncio.to_thread(append)
+            except OSError as exc:
+                raise StoreError(f"could not write the audit log: {exc.strerror or exc}") from exc
+            self._audit.append(entry)
+
     async def history(self, version: int) -> Policy:
         """The whole policy as it was at `version` (NotFound when that version is no longer kept)."""
         if version == self._policy.version:
@@ -346,6 +364,9 @@ class FileFollower:
 
     async def history(self, version: int) -> Policy:
         raise StoreError("worker processes do not serve policy history")
+
+    async def record(self, entry: AuditEntry) -> None:
+        raise StoreError("worker processes do not write the audit log")
 
     async def _follow(self) -> None:
         while True:

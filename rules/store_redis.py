@@ -329,6 +329,15 @@ class RedisStore:
         ]
         return entries[:limit] if oldest_first else list(reversed(entries[-limit:]))
 
+    async def record(self, entry: AuditEntry) -> None:
+        entry = entry.model_copy(update={"version": self._policy.version})
+        try:
+            await self._client.xadd(
+                self.key("audit"), {"e": entry.model_dump_json()}, maxlen=AUDIT_MAXLEN, approximate=True
+            )
+        except (RedisError, OSError) as exc:
+            raise self._down(exc) from None
+
     async def history(self, version: int) -> Policy:
         if version == self._policy.version:
             return self._policy

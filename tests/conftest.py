@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from admin.app import build_admin_app
-from admin.context import Enforcement
+from admin.context import Enforcement, Insight
 from gateway.app import build_app
 from gateway.metrics import GatewayMetrics
 from gateway.mock_upstream import build_mock_app
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
+from rules.alerts import AnomalyDetector
 from rules.roles import AdminToken
+from rules.samples import FileSampleSink
 from rules.store_file import EmbeddedStore
+from rules.watch import FileHits
 from tests.redis_server import RedisServer
 
 VIEWER = "viewer-token-0001"
@@ -49,6 +55,16 @@ class Stack:
     holder: SnapshotHolder
     registry: CollectorRegistry
     state_dir: Path
+    telemetry: Telemetry
+    sink: FileSampleSink
+
+    async def settle(self) -> None:
+        """Let the sample writer catch up."""
+        for _ in range(50):
+            if self.telemetry._queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
 
     async def push(self, *rules: dict[str, Any], token: str = RESPONDER) -> dict[str, Any]:
         response = await self.admin.post(
@@ -84,6 +100,7 @@ async def upstream_server(aiohttp_server: Any) -> TestServer:
 @pytest.fixture
 async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path: Path) -> AsyncIterator[StackFactory]:
     stores: list[EmbeddedStore] = []
+    writers: list[asyncio.Task[None]] = []
 
     async def factory(upstream: str | None = None, state_dir: Path | None = None, **overrides: Any) -> Stack:
         state = state_dir or tmp_path / "state"
@@ -99,7 +116,22 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
         stores.append(store)
         holder = SnapshotHolder(metrics, await store.open())
         store.add_listener(holder.install)
-        gateway = await aiohttp_client(build_app(settings, holder=holder, metrics=metrics))
+        sink = FileSampleSink(state / "samples", max_count=settings.sample_max_count, max_age=timedelta(days=7))
+        await sink.open()
+        hits = FileHits(state / "samples" / "hits.json")
+        detector = AnomalyDetector()
+        telemetry = Telemetry(
+            sink=sink,
+            hits=hits,
+            detector=detector,
+            metrics=metrics,
+            sample_rate=settings.sample_rate,
+            route_rates=settings.sample_rates,
+            hmac_secret=b"test-secret",
+        )
+        writer = asyncio.create_task(telemetry.run())
+        writers.append(writer)
+        gateway = await aiohttp_client(build_app(settings, holder=holder, metrics=metrics, telemetry=telemetry))
         admin = await aiohttp_client(
             build_admin_app(
                 store=store,
@@ -108,11 +140,21 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
                 categories=settings.categories,
                 enforcement=lambda: Enforcement(holder.snapshot.version, holder.snapshot.compiled_at),
                 stage1_default_ttl=settings.stage1_default_ttl_seconds,
+                insight=Insight(
+                    sink=sink,
+                    hits=hits,
+                    detector=detector,
+                    forensic_max_rate=settings.forensic_max_rate,
+                    forensic_max_seconds=settings.forensic_max_seconds,
+                    on_reveal=lambda responder, count: metrics.sample_reveals.labels(responder).inc(count),
+                ),
             )
         )
-        return Stack(gateway, admin, store, holder, registry, state)
+        return Stack(gateway, admin, store, holder, registry, state, telemetry, sink)
 
     yield factory
+    for writer in writers:
+        writer.cancel()
     for store in stores:
         await store.close()
 

@@ -65,8 +65,14 @@ class OutputInspector:
             self._metrics.count_match(hit.rule, "output")
             self._ctx.matched_rules.append(hit.rule.id)
 
-    def _scan(self, text: str) -> tuple[bool, str | None]:
+    def saw(self, text: str) -> None:
+        """Keep the answer's text as the model wrote it, for sampling."""
+        self._ctx.output_parts.append(text)
+
+    def _scan(self, text: str, *, collect: bool = True) -> tuple[bool, str | None]:
         """(blocked, redacted text or None when unchanged)."""
+        if collect:
+            self.saw(text)
         view = TextView(text)
         hits = list(self._matcher.scan(view, self.accept))
         self._count(hits)
@@ -97,13 +103,13 @@ class OutputInspector:
     def _inspect_document(self, document: Any, body: bytes) -> bytes:
         return body if self.inspect_document(document) is None else orjson.dumps(document)
 
-    def inspect_document(self, document: Any) -> Any:
+    def inspect_document(self, document: Any, *, collect: bool = True) -> Any:
         """Scan a parsed document in place; returns it when it was changed, else None."""
         changed = False
         for section in sections(document):
             updates: list[tuple[Any, Any, str]] = []
             for container, key in section.slots:
-                blocked, redacted = self._scan(container[key])
+                blocked, redacted = self._scan(container[key], collect=collect)
                 if blocked:
                     block_section(section)
                     self.action = "block"
@@ -188,6 +194,7 @@ class StreamInspector:
         out: list[bytes] = []
         changed = len(piece.texts) > 1
         for key, text in piece.texts:
+            self._owner.saw(text)
             emission = self._scanner(key).feed(text)
             self._owner.count(emission.hits)
             if emission.blocked is not None:
@@ -214,7 +221,7 @@ class StreamInspector:
         if piece.document is None:
             return event.raw
         before = self._owner.action
-        rewritten = self._owner.inspect_document(piece.document)
+        rewritten = self._owner.inspect_document(piece.document, collect=False)  # its text came as deltas
         if rewritten is None:
             return event.raw
         if self._owner.action == "block" and before != "block":
@@ -226,6 +233,8 @@ class StreamInspector:
         raw events are held while that scan is undecided (redaction cannot be applied to them)."""
         scanner = self._scanner("raw")
         text = event.data if piece.document is None else "\n".join(strings_of(piece.document))
+        if text:
+            self._owner.saw(text)
         emission = scanner.feed(text + "\n") if text else None
         if emission is not None:
             self._owner.count(emission.hits)
