@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from admin import controls_api, incidents_api, insight_api, killswitch_api, policy_api, rules_api
+from admin import controls_api, incidents_api, insight_api, killswitch_api, policy_api, rules_api, variants_api
 from admin.auth import AUTHENTICATOR, Authenticator
 from admin.context import CATEGORIES, ENFORCEMENT, INSIGHT, STAGE1_TTL, STORE, Enforcement, Insight
 from admin.errors import json_errors
@@ -39,6 +39,7 @@ def build_admin_app(
     app[STAGE1_TTL] = stage1_default_ttl
     app[INSIGHT] = insight
     app[policy_api.REGISTRY] = registry
+    variants_api.add_routes(app)  # before rules_api: /v1/rules/simulate is not a rule id
     policy_api.add_routes(app)
     rules_api.add_routes(app)
     killswitch_api.add_routes(app)

@@ -173,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("version", type=int)
     rollback.add_argument("--reason", required=True)
 
+    variants = client_command(
+        commands, "variants", "stage 2: propose rules for near-miss variants of blocked traffic", commands_.cmd_variants
+    )
+    variants.add_argument("--json", action="store_true")
+    variants.add_argument("--reveal", action="store_true", help="show examples unmasked (audited; needs --reason)")
+    variants.add_argument("--push-shadow", action="store_true", help="push the proposals as shadow rules")
+    variants.add_argument("--reason")
+    variants.add_argument("--incident")
+
     client_command(commands, "status", "policy version, rules and engaged kill switches", commands_.cmd_status)
     return parser
 

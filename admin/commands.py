@@ -220,3 +220,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"restored version {result['restored_version']} as version {result['version']} ({result['rule_count']} rules)"
     )
     return 0
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    """Stage 2: proposals from sampled traffic; optionally pushed as shadow rules to watch first."""
+    if (args.reveal or args.push_shadow) and not args.reason:
+        raise UsageError("--reveal and --push-shadow need --reason")
+    client = _client(args)
+    body: dict[str, Any] = {"reveal": bool(args.reveal)}
+    if args.reason:
+        body["reason"] = args.reason
+    result = client.call("POST", "/v1/variants", body)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['samples_scanned']} samples: {result['blocked']} blocked, {result['near']} unblocked but near "
+            f"them, {result['background']} background"
+        )
+        if not result["proposals"]:
+            print("no proposals")
+        for index, proposal in enumerate(result["proposals"]):
+            print(
+                f"[{index}] {proposal['kind']:<7} {proposal['pattern']!r} ({proposal['category']}): catches "
+                f"{proposal['catches_unblocked']} unblocked near + {proposal['catches_blocked']} blocked; "
+                f"benign hits {proposal['benign_hits']}"
+            )
+            for example in proposal["examples"]:
+                print(f"      e.g. {example['request_id']}: {example['input_text'][:100]!r}")
+    if args.push_shadow and result["proposals"]:
+        rules = [p["rule"] | ({"incident_id": args.incident} if args.incident else {}) for p in result["proposals"]]
+        pushed = client.call("POST", "/v1/rules", {"rules": rules, "reason": args.reason})
+        print(
+            f"pushed {len(pushed['ids'])} shadow rules; policy version {pushed['version']}; "
+            "promote with: containment rules patch ID --set action=block --reason ..."
+        )
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def mock_upstream() -> Iterator[str]:
     stop(process)
 
 
-def _serve(upstream: str, state_dir: Path) -> Running:
+def _serve(upstream: str, state_dir: Path, *extra: str) -> Running:
     gateway_port, admin_port = free_port(), free_port()
     process = start(
         containment(
@@ -60,6 +61,7 @@ def _serve(upstream: str, state_dir: Path) -> Running:
             f"127.0.0.1:{admin_port}",
             "--state-dir",
             str(state_dir),
+            *extra,
         ),
         env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"},
     )
@@ -264,3 +266,34 @@ def test_incident_drill_through_the_cli(running: Running, tmp_path: Path) -> Non
         "rules", "patch", "r_missing", "--set", "action=block", "--reason", "x", "--admin", running.admin
     )
     assert patched.returncode == 1 and "404" in patched.stderr
+
+
+def test_variants_push_shadow(mock_upstream: str, tmp_path: Path) -> None:
+    from tests.admin.test_variants import BENIGN, BLOCKED, PARAPHRASES
+
+    server = _serve(mock_upstream, tmp_path / "state", "--sample-rate", "1")
+    try:
+        rule = tmp_path / "rule.yaml"
+        rule.write_text("- {pattern: zorblax protocol, category: dangerous_instructions}\n")
+        assert server.cli("rules", "push", str(rule), "--reason", "INC", "--admin", server.admin).returncode == 0
+        for text in BLOCKED + PARAPHRASES + BENIGN:
+            _chat(server.gateway, text)
+        time.sleep(0.3)  # the sample writer
+        shown = server.cli("variants", "--admin", server.admin)
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            "3 blocked" in shown.stdout
+            and "'zorblax'" in shown.stdout
+            and "[MASKED" not in shown.stdout.split("e.g.")[0]
+        )
+        pushed = server.cli(
+            "variants", "--push-shadow", "--reason", "stage 2", "--incident", "INC-7", "--admin", server.admin
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        assert "shadow rules" in pushed.stdout
+        listed = server.cli("rules", "list", "--action", "shadow", "--incident-id", "INC-7", "--admin", server.admin)
+        assert "zorblax" in listed.stdout
+        assert _chat(server.gateway, "the zorblax procedure please")[0] == 200  # shadow: counted, not blocked
+        assert server.cli("variants", "--reveal", "--admin", server.admin).returncode == 2  # needs a reason
+    finally:
+        stop(server.process)
