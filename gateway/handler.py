@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 import time
@@ -40,8 +41,13 @@ def _invalid(message: str, status: int = 400, code: str = "invalid_request") -> 
     return Refusal(status=status, code=code, message=message, action="invalid")
 
 
+_PREFIX = os.urandom(4).hex()
+_SEQUENCE = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    """24 hex characters, unique per process and across processes (random prefix), without a syscall."""
+    return f"{_PREFIX}{next(_SEQUENCE) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class ProxyHandler:
@@ -106,15 +112,15 @@ class ProxyHandler:
         for request_filter in self._chain:
             verdict = await self._run(request_filter, ctx)
             if verdict is not CONTINUE:
-                self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
+                self._metrics.child(self._metrics.gateway_seconds, route.name).observe(time.perf_counter() - started)
                 if isinstance(verdict, Reply):
-                    self._metrics.requests.labels(route.name, verdict.action).inc()
+                    self._metrics.child(self._metrics.requests, route.name, verdict.action).inc()
                     self._telemetry.finish(ctx, verdict.status, verdict.action)
                     return reply_response(verdict, request_id)
                 assert isinstance(verdict, Refusal)
                 self._telemetry.finish(ctx, verdict.status, verdict.action)
                 return self._refuse(verdict, request_id, route.name)
-        self._metrics.gateway_seconds.labels(route.name).observe(time.perf_counter() - started)
+        self._metrics.child(self._metrics.gateway_seconds, route.name).observe(time.perf_counter() - started)
         try:
             inspector = self._output.open(ctx)
         except Exception:
@@ -127,7 +133,7 @@ class ProxyHandler:
         outcome = "proxied" if response.status < 500 else "upstream_error"
         if inspector is not None and inspector.action is not None:
             outcome = inspector.action
-        self._metrics.requests.labels(route.name, outcome).inc()
+        self._metrics.child(self._metrics.requests, route.name, outcome).inc()
         self._telemetry.finish(ctx, response.status, outcome)
         return response
 
@@ -143,5 +149,5 @@ class ProxyHandler:
             return FAULT
 
     def _refuse(self, refusal: Refusal, request_id: str, route: str) -> web.Response:
-        self._metrics.requests.labels(route, refusal.action).inc()
+        self._metrics.child(self._metrics.requests, route, refusal.action).inc()
         return refusal_response(refusal, request_id)

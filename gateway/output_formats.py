@@ -271,7 +271,7 @@ _SEVERE = {"medium", "high"}
 def classifier_flagged(content_type: str, body: bytes) -> bool | None:
     """Whether the upstream's own content filter (Azure-style `content_filter_results`) flagged the
     answer at severity medium or high (or filtered it); None when the answer carries no such scores."""
-    if "json" not in content_type:
+    if "json" not in content_type or b"content_filter_results" not in body:
         return None
     try:
         document = orjson.loads(body)

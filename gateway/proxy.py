@@ -123,7 +123,7 @@ class UpstreamClient:
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
                 ctx.request_id,
             )
-        self._metrics.upstream_seconds.labels(route).observe(time.perf_counter() - sent)
+        self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
         try:
             content_type = upstream.headers.get("Content-Type", "").lower()
             if inspector is not None and content_type.startswith("text/event-stream"):

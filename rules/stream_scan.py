@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rules.match import Hit, Matcher
 from rules.model import Rule
-from rules.normalize import compact_detail, light_detail
+from rules.normalize import Detail, compact_detail, light, light_detail
 from rules.redact import merge
 
 REDACTION = "[REDACTED]"
@@ -133,13 +133,15 @@ class StreamScanner:
     def _scan_regexes(self, emission: Emission, finished: bool) -> bool:
         window = self._sent_tail + self._pending
         base = self._sent - len(self._sent_tail)
-        detail = light_detail(window)
+        view = light(window)  # one C-level pass; the per-character map only when a regex matches
+        detail: Detail | None = None
         undecided = False
-        for hit in self._matcher.scan_regexes(detail.text, self._accept):
+        for hit in self._matcher.scan_regexes(view, self._accept):
+            detail = detail or light_detail(window)
             start, end = detail.original_span(hit.start, hit.end)
             if base + end <= self._sent:
                 continue
-            if hit.end == len(detail.text) and not finished:
+            if hit.end == len(view) and not finished:
                 undecided = True  # a longer match, or none, may follow
                 continue
             self._consider(hit, base + start, base + end, emission)

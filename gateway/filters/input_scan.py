@@ -36,7 +36,7 @@ class InputScanFilter:
             return applies(rule, ctx)
 
         rewritten: dict[int, str] = {}
-        with self._metrics.scan_seconds.labels("input").time():
+        with self._metrics.child(self._metrics.scan_seconds, "input").time():
             for index, text in enumerate(ctx.texts):
                 view = TextView(text)
                 redactions: list[Hit] = []

@@ -83,7 +83,7 @@ class OutputInspector:
 
     def inspect_body(self, content_type: str, body: bytes) -> bytes:
         """The answer to send for a whole (non-streaming) response body."""
-        with self._metrics.scan_seconds.labels("output").time():
+        with self._metrics.child(self._metrics.scan_seconds, "output").time():
             if "json" in content_type:
                 try:
                     document = orjson.loads(body)

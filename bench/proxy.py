@@ -1,0 +1,234 @@
+"""Proxy benchmark: the same chat request direct to the mock upstream and through the gateway, side by
+side in one run, with 100k literal + 100 regex rules loaded (input and output scanning on).
+
+    .venv/bin/python bench/proxy.py                    # wrk when installed, else a Python load client
+    .venv/bin/python bench/proxy.py --seconds 10 --literals 100000 --regexes 100
+
+For each mode (non-streaming, streaming with 20 chunks) and concurrency (1, 32): requests per second,
+p50/p99 latency, the ratio to direct, and the gateway's CPU time per request (from /proc). Bounded by
+--seconds per run; starts and stops its own processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import rules as make_rules  # noqa: E402
+from bench.push import free_port, rss_mb  # noqa: E402
+
+TOKEN = "bench-commander-token"
+TEXT = "Please summarise the history of the water system for the research team in plain words"  # 80 chars
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    cpu_us: float | None = None
+
+
+def body(stream: bool) -> bytes:
+    return json.dumps(
+        {"model": "mock-echo", "stream": stream, "messages": [{"role": "user", "content": TEXT}]}
+    ).encode()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, payload: bytes, concurrency: int, seconds: float) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(payload.decode())}\n"
+        )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
+    os.unlink(script.name)
+
+    def latency(label: str) -> float:
+        found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not found:
+            return float("nan")
+        value, unit = float(found.group(1)), found.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{errors.group(1)} failed requests against {url}:\n{out}")
+    return Result(rps, latency("50"), latency("99"), total)
+
+
+async def run_python(url: str, payload: bytes, concurrency: int, seconds: float) -> Result:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"HTTP {response.status} from {url}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return Result(
+        len(ordered) / elapsed, statistics.median(ordered) * 1e3, ordered[int(len(ordered) * 0.99)] * 1e3, len(ordered)
+    )
+
+
+def measure(url: str, payload: bytes, concurrency: int, seconds: float, use_wrk: bool) -> Result:
+    if use_wrk:
+        return run_wrk(url, payload, concurrency, seconds)
+    return asyncio.run(run_python(url, payload, concurrency, seconds))
+
+
+def start(args: argparse.Namespace) -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
+    mock_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    state = tempfile.mkdtemp(prefix="containment-proxy-bench-")
+    exe = [sys.executable, "-m", "admin.cli"]
+    mock = subprocess.Popen(
+        [*exe, "mock-upstream", "--port", str(mock_port), "--chunk-chars", str(len(TEXT) // 20)],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}", "CONTAINMENT_SAMPLE_RATE": "0"}
+    gateway = subprocess.Popen(
+        [
+            *exe,
+            "serve",
+            "--upstream",
+            f"http://127.0.0.1:{mock_port}",
+            "--listen",
+            f"127.0.0.1:{gw_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            state,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    return [mock, gateway], mock_port, gw_port, admin_port
+
+
+async def load_rules(admin_port: int, gw_port: int, literals: int, regexes: int) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        for _ in range(200):
+            try:
+                async with session.get(f"http://127.0.0.1:{gw_port}/_containment/readyz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+        rules = make_rules(literals, regexes)
+        for rule in rules:
+            rule["stage"] = 2  # no default expiry needed here
+        async with session.post(
+            f"http://127.0.0.1:{admin_port}/v1/rules",
+            json={"rules": rules, "reason": "bench"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response:
+            assert response.status == 201, await response.text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--literals", type=int, default=100_000)
+    parser.add_argument("--regexes", type=int, default=100)
+    parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
+    args = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    processes, mock_port, gw_port, admin_port = start(args)
+    rows = []
+    try:
+        time.sleep(1.0)
+        asyncio.run(load_rules(admin_port, gw_port, args.literals, args.regexes))
+        gateway_pid = processes[1].pid
+        rss = rss_mb(gateway_pid)
+        for stream in (False, True):
+            payload = body(stream)
+            for concurrency in (1, 32):
+                direct = measure(
+                    f"http://127.0.0.1:{mock_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
+                )
+                cpu_before = cpu_seconds(gateway_pid)
+                through = measure(
+                    f"http://127.0.0.1:{gw_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
+                )
+                through.cpu_us = (cpu_seconds(gateway_pid) - cpu_before) / through.requests * 1e6
+                rows.append((stream, concurrency, direct, through))
+    finally:
+        for process in processes:
+            process.terminate()
+    client = "wrk (1 thread)" if use_wrk else "Python aiohttp client"
+    print(
+        f"client: {client}; {args.seconds:.0f} s per run; {args.literals:,} literals + {args.regexes} regexes "
+        f"(input and output); gateway RSS {rss:.0f} MB"
+    )
+    print()
+    print(
+        "| mode | c | direct RPS | gateway RPS | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms "
+        "| gateway CPU µs/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for stream, concurrency, direct, through in rows:
+        print(
+            f"| {'stream (20 chunks)' if stream else 'non-stream'} | {concurrency} | {direct.rps:,.0f} | "
+            f"{through.rps:,.0f} | {through.rps / direct.rps:.2f} | {direct.p50_ms:.2f} / {direct.p99_ms:.2f} | "
+            f"{through.p50_ms:.2f} / {through.p99_ms:.2f} | {through.p50_ms - direct.p50_ms:.2f} | "
+            f"{through.cpu_us:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
