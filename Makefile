@@ -9,7 +9,7 @@ LISTEN       ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 DEV_TOKENS   ?= dev:commander:dev-commander-token
 
-.PHONY: install run test lint format clean test-services
+.PHONY: install run test lint format clean test-services load
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ run: install
 	CONTAINMENT_ADMIN_TOKENS="$${CONTAINMENT_ADMIN_TOKENS:-$(DEV_TOKENS)}" \
 	$(BIN)/containment serve --upstream http://127.0.0.1:$(MOCK_PORT) \
 		--listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
+
+# Locust, headless and bounded (DURATION=20s USERS=20): steady, streaming and multi-tenant traffic plus
+# an incident drill; prints the time from the responder's push to zero harmful responses.
+load: install
+	$(BIN)/python -m pip install --quiet -e '.[load]'
+	./loadtests/run.sh
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -88,8 +88,11 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         route_rates=settings.sample_rates,
         hmac_secret=load_secret(settings.sample_hmac_secret, settings.state_dir),
     )
-    holder = SnapshotHolder(metrics, policy, regex_budget=settings.regex_budget_ms / 1000)
+    holder = SnapshotHolder(
+        metrics, policy, regex_budget=settings.regex_budget_ms / 1000, backend=settings.matcher_backend
+    )
     runtime.store.add_listener(holder.install)
+    await holder.upgrade_initial(policy)
     tune_gc()
 
     def enforcement() -> Enforcement:

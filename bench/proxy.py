@@ -193,6 +193,7 @@ def main() -> None:
     try:
         time.sleep(1.0)
         asyncio.run(load_rules(admin_port, gw_port, args.literals, args.regexes))
+        time.sleep(8)  # with Hyperscan installed, its build of the policy replaces pyahocorasick's by then
         gateway_pid = processes[1].pid
         rss = rss_mb(gateway_pid)
         for stream in (False, True):

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway.metrics import GatewayMetrics
 from rules.compile import CompiledPolicy, compile_policy
+from rules.literal_index import hyperscan_available
 from rules.match import DEFAULT_REGEX_BUDGET
 from rules.model import Policy
 
@@ -22,12 +23,24 @@ log = logging.getLogger(__name__)
 
 class SnapshotHolder:
     def __init__(
-        self, metrics: GatewayMetrics, initial: Policy | None = None, *, regex_budget: float = DEFAULT_REGEX_BUDGET
+        self,
+        metrics: GatewayMetrics,
+        initial: Policy | None = None,
+        *,
+        regex_budget: float = DEFAULT_REGEX_BUDGET,
+        backend: str = "auto",
     ) -> None:
         self._metrics = metrics
-        self._compile = functools.partial(compile_policy, regex_budget=regex_budget)
+        # With Hyperscan available, "auto" enforces a new policy first with pyahocorasick (fast to build),
+        # then swaps in the Hyperscan build (faster to scan, slower to build) of the same version when it
+        # is ready: the two report identical matches, so only speed changes.
+        self._upgrade = backend == "auto" and hyperscan_available()
+        first = "ahocorasick" if self._upgrade else backend
+        self._compile = functools.partial(compile_policy, regex_budget=regex_budget, backend=first)
+        self._compile_fast = functools.partial(compile_policy, regex_budget=regex_budget, backend="hyperscan")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-compile")
         self._lock = asyncio.Lock()
+        self._upgrading: asyncio.Task[None] | None = None
         self.snapshot: CompiledPolicy = self._compile(initial or Policy())
         self._record(self.snapshot)
 
@@ -49,6 +62,23 @@ class SnapshotHolder:
             self.snapshot = snapshot
             self._metrics.reload_seconds.observe(time.perf_counter() - started)
             self._record(snapshot)
+            if self._upgrade and snapshot.rule_count:
+                self._upgrading = asyncio.create_task(self._upgrade_to_hyperscan(policy))
+
+    async def upgrade_initial(self, policy: Policy) -> None:
+        """The start-up snapshot was built with pyahocorasick too: upgrade it in the background."""
+        if self._upgrade and policy.rules:
+            self._upgrading = asyncio.create_task(self._upgrade_to_hyperscan(policy))
+
+    async def _upgrade_to_hyperscan(self, policy: Policy) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            faster = await loop.run_in_executor(self._executor, self._compile_fast, policy)
+        except Exception:
+            log.exception("Hyperscan build of policy version %s failed; pyahocorasick stays", policy.version)
+            return
+        if self.snapshot.version == faster.version:  # no newer policy arrived meanwhile
+            self.snapshot = faster
 
     def _record(self, snapshot: CompiledPolicy) -> None:
         self._metrics.policy_version.set(snapshot.version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     forensic_max_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 4 * 3600
     max_response_scan_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
     regex_budget_ms: Annotated[float, Field(gt=0, le=1000)] = 25.0
+    matcher_backend: Literal["auto", "ahocorasick", "hyperscan"] = "auto"
     tenants: dict[str, str] = {}
     trusted_proxies: Annotated[list[str], NoDecode] = []
     stage1_default_ttl_seconds: Annotated[int, Field(ge=0, le=10 * 365 * 86400)] = 72 * 3600
@@ -154,6 +155,16 @@ class Settings(BaseSettings):
     def _categories(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("matcher_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value == "hyperscan":
+            from rules.literal_index import hyperscan_available
+
+            if not hyperscan_available():
+                raise ValueError("hyperscan is not installed (pip install 'containment-gateway[hyperscan]')")
         return value
 
     @model_validator(mode="after")

@@ -104,19 +104,21 @@ def _applies(rule: Rule, direction: str) -> bool:
     return rule.applies_to in (direction, "both")
 
 
-def compile_policy(policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> CompiledPolicy:
+def compile_policy(
+    policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET, backend: str = "auto"
+) -> CompiledPolicy:
     now = utcnow()
     live = [rule for rule in policy.rules if not rule.expired(now)]
     inputs = [r for r in live if _applies(r, "input")]
     outputs = [r for r in live if _applies(r, "output")]
-    input_matcher = Matcher(inputs, regex_budget=regex_budget)
+    input_matcher = Matcher(inputs, regex_budget=regex_budget, backend=backend)
     # Rules default to "both": then one matcher serves both directions (half the build time and memory).
     same = len(inputs) == len(outputs) and all(a is b for a, b in zip(inputs, outputs, strict=True))
     return CompiledPolicy(
         version=policy.version,
         compiled_at=now,
         input=input_matcher,
-        output=input_matcher if same else Matcher(outputs, regex_budget=regex_budget),
+        output=input_matcher if same else Matcher(outputs, regex_budget=regex_budget, backend=backend),
         killswitches=MappingProxyType(dict(policy.killswitches)),
         rule_count=len(policy.rules),
         access=CompiledAccess.build(policy.access),

@@ -10,6 +10,7 @@ from typing import Literal
 import ahocorasick
 import regex
 
+from rules.literal_index import LiteralIndex, build_index
 from rules.model import Rule
 from rules.normalize import AsciiDetail, Detail, TextView, compact
 from rules.regex_prefilter import required_factors
@@ -45,7 +46,9 @@ def compile_regex(pattern: str) -> regex.Pattern[str]:
 class Matcher:
     """All rules of one direction. Built once per policy snapshot, then read-only."""
 
-    def __init__(self, rules: Sequence[Rule], *, regex_budget: float = DEFAULT_REGEX_BUDGET) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], *, regex_budget: float = DEFAULT_REGEX_BUDGET, backend: str = "auto"
+    ) -> None:
         grouped: dict[str, list[Rule]] = {}
         self._regexes: list[tuple[Rule, regex.Pattern[str]]] = []
         self._always: list[int] = []  # regexes without a usable literal factor
@@ -74,18 +77,19 @@ class Matcher:
         self.has_regex_redact = any(rule.action == "redact" for rule, _ in self._regexes)
         self.longest_literal = max((len(key) for key in grouped), default=0)
         self._budget = regex_budget
-        self._automaton: ahocorasick.Automaton | None = None
+        self._index: LiteralIndex | None = None
         if grouped:
-            automaton = ahocorasick.Automaton()
+            keys, values = [], []
             for key, members in grouped.items():
                 value: tuple[int, tuple[Rule, ...], bool]
                 if len(members) == 1:
                     value = (len(key), (members[0],), members[0].word_boundary)
                 else:
                     value = (len(key), tuple(members), any(r.word_boundary for r in members))
-                automaton.add_word(key, value)
-            automaton.make_automaton()
-            self._automaton = automaton
+                keys.append(key)
+                values.append(value)
+            self._index = build_index(keys, values, backend)
+        self.backend = self._index.name if self._index is not None else "none"
 
     @property
     def has_regex(self) -> bool:
@@ -105,9 +109,9 @@ class Matcher:
     ) -> Iterator[Hit]:
         """Literal hits in a compact view; word boundaries are checked with `detail` (None: the caller
         judges them itself)."""
-        if self._automaton is None or not view:
+        if self._index is None or not view:
             return
-        for end_index, (length, members, any_bounded) in self._automaton.iter(view):
+        for end_index, (length, members, any_bounded) in self._index.find(view):
             end = end_index + 1
             start = end - length
             whole_word = True if detail is None or not any_bounded else detail().is_word(start, end)
