@@ -48,8 +48,9 @@ class HyperscanIndex:
         self._values = list(values)
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         encoded = [key.encode() for key in keys]
-        self._database.compile(expressions=encoded, ids=list(range(len(encoded))), elements=len(encoded),
-                               flags=0, literal=True)
+        self._database.compile(
+            expressions=encoded, ids=list(range(len(encoded))), elements=len(encoded), flags=0, literal=True
+        )
         self._scratch = hyperscan.Scratch(self._database)
 
     def find(self, view: str) -> list[tuple[int, Any]]:
