@@ -34,64 +34,80 @@ async def parse_body(request: web.Request, model: type[T], code: str) -> T:
         raise validation_error(exc, code) from None
 
 
+async def _show(request: web.Request, section: str) -> web.Response:
+    policy = request.app[STORE].current()
+    return ok({"version": policy.version, **getattr(policy, section).model_dump(mode="json")})
+
+
+async def _replace(
+    request: web.Request,
+    principal: Principal,
+    section: str,
+    value: BaseModel,
+    *,
+    reason: str,
+    incident_id: str | None,
+    contains: bool,
+) -> web.Response:
+    """Replace one whole section of the policy (`access`, `ratelimits`), audited with before and after."""
+
+    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
+        entry = AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action=f"{section}.set",
+            target=section,
+            reason=reason,
+            incident_id=incident_id,
+            contains=contains,
+            before=getattr(policy, section).model_dump(mode="json"),
+            after=value.model_dump(mode="json"),
+        )
+        return policy.model_copy(update={section: value}), entry
+
+    await request.app[STORE].update(mutate)
+    return await _show(request, section)
+
+
 @requires(Role.viewer)
 async def get_access(request: web.Request, principal: Principal) -> web.Response:
-    policy = request.app[STORE].current()
-    return ok({"version": policy.version, **policy.access.model_dump(mode="json")})
+    return await _show(request, "access")
 
 
 @requires(Role.commander)
 async def put_access(request: web.Request, principal: Principal) -> web.Response:
     spec = await parse_body(request, AccessSpec, "invalid_access")
     access = spec.to_policy()
-
-    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
-        entry = AuditEntry(
-            at=utcnow(),
-            actor=principal.name,
-            role=principal.role.name,
-            action="access.set",
-            target="access",
-            reason=spec.reason,
-            incident_id=spec.incident_id,
-            contains=access.restricts(),
-            before=policy.access.model_dump(mode="json"),
-            after=access.model_dump(mode="json"),
-        )
-        return policy.model_copy(update={"access": access}), entry
-
-    policy, _ = await request.app[STORE].update(mutate)
-    return ok({"version": policy.version, **policy.access.model_dump(mode="json")})
+    return await _replace(
+        request,
+        principal,
+        "access",
+        access,
+        reason=spec.reason,
+        incident_id=spec.incident_id,
+        contains=access.restricts(),
+    )
 
 
 @requires(Role.viewer)
 async def get_ratelimits(request: web.Request, principal: Principal) -> web.Response:
-    policy = request.app[STORE].current()
-    return ok({"version": policy.version, **policy.ratelimits.model_dump(mode="json")})
+    return await _show(request, "ratelimits")
 
 
 @requires(Role.commander)
 async def put_ratelimits(request: web.Request, principal: Principal) -> web.Response:
     spec = await parse_body(request, RateLimitSpec, "invalid_ratelimits")
     limits = spec.to_policy()
-
-    def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
-        entry = AuditEntry(
-            at=utcnow(),
-            actor=principal.name,
-            role=principal.role.name,
-            action="ratelimits.set",
-            target="ratelimits",
-            reason=spec.reason,
-            incident_id=spec.incident_id,
-            contains=bool(limits.limits),
-            before=policy.ratelimits.model_dump(mode="json"),
-            after=limits.model_dump(mode="json"),
-        )
-        return policy.model_copy(update={"ratelimits": limits}), entry
-
-    policy, _ = await request.app[STORE].update(mutate)
-    return ok({"version": policy.version, **policy.ratelimits.model_dump(mode="json")})
+    return await _replace(
+        request,
+        principal,
+        "ratelimits",
+        limits,
+        reason=spec.reason,
+        incident_id=spec.incident_id,
+        contains=bool(limits.limits),
+    )
 
 
 def add_routes(app: web.Application) -> None:

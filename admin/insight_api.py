@@ -38,6 +38,25 @@ def masked(sample: Sample) -> dict[str, object]:
     return data
 
 
+async def record_reveal(
+    request: web.Request, principal: Principal, samples: list[Sample], reason: str, what: str
+) -> None:
+    """A responder chose to see harmful text: audit who, why and which samples; count the exposure."""
+    harmful = sum(1 for s in samples if s.matches)
+    await request.app[STORE].record(
+        AuditEntry(
+            at=utcnow(),
+            actor=principal.name,
+            role=principal.role.name,
+            action="samples.reveal",
+            target=f"{len(samples)} {what}",
+            reason=reason,
+            after={"sample_ids": [s.id for s in samples][:200], "with_harmful_spans": harmful},
+        )
+    )
+    request.app[INSIGHT].on_reveal(principal.name, harmful)
+
+
 def _int(request: web.Request, name: str, default: int, high: int) -> int:
     try:
         value = int(request.query.get(name, str(default)))
@@ -69,19 +88,7 @@ async def list_samples(request: web.Request, principal: Principal) -> web.Respon
             found = [s for s in found if getattr(s, name) == value]
     found = found[:limit]
     if reveal and found:
-        harmful = [s.id for s in found if s.matches]
-        await request.app[STORE].record(
-            AuditEntry(
-                at=utcnow(),
-                actor=principal.name,
-                role=principal.role.name,
-                action="samples.reveal",
-                target=f"{len(found)} samples",
-                reason=reason,
-                after={"sample_ids": [s.id for s in found][:200], "with_harmful_spans": len(harmful)},
-            )
-        )
-        insight.on_reveal(principal.name, len(harmful))
+        await record_reveal(request, principal, found, reason, "samples")
     samples = [s.model_dump(mode="json") | {"masked": False} if reveal else masked(s) for s in found]
     return ok({"samples": samples, "revealed": reveal})
 

@@ -10,13 +10,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from admin.auth import Principal, requires
-from admin.context import CATEGORIES, INSIGHT, STORE
+from admin.context import CATEGORIES, INSIGHT
 from admin.controls_api import parse_body
 from admin.errors import ApiError, ok, read_json
-from admin.insight_api import masked
+from admin.insight_api import masked, record_reveal
 from admin.rules_api import validate_push
 from rules.match import Matcher
-from rules.model import AuditEntry, Rule, utcnow
+from rules.model import Rule
 from rules.normalize import TextView
 from rules.roles import Role
 from rules.samples import Sample
@@ -51,18 +51,8 @@ async def variants(request: web.Request, principal: Principal) -> web.Response:
     by_id = {s.id: s for s in samples}
     shown = {sid for p in analysis.proposals for sid in p.example_sample_ids}
     if spec.reveal and shown:
-        await request.app[STORE].record(
-            AuditEntry(
-                at=utcnow(),
-                actor=principal.name,
-                role=principal.role.name,
-                action="samples.reveal",
-                target=f"{len(shown)} samples (variant analysis)",
-                reason=spec.reason,
-                after={"sample_ids": sorted(shown)},
-            )
-        )
-        request.app[INSIGHT].on_reveal(principal.name, sum(1 for sid in shown if by_id[sid].matches))
+        revealed = [by_id[sid] for sid in sorted(shown)]
+        await record_reveal(request, principal, revealed, spec.reason or "", "samples (variant analysis)")
 
     def example(sample: Sample) -> dict[str, Any]:
         view = sample.model_dump(mode="json") | {"masked": False} if spec.reveal else masked(sample)

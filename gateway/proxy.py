@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -12,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.context import RequestContext
-from gateway.filters.output_scan import OutputInspector
+from gateway.filters.output_scan import OutputInspector, StreamInspector
 from gateway.metrics import GatewayMetrics
 from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
 from gateway.verdict import Refusal
@@ -162,9 +165,8 @@ class UpstreamClient:
             if keep:
                 ctx.answer = (content_type, b"".join(copy)[:CAPTURE_LIMIT])
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-            # The upstream failed mid-body; headers are gone, so all we can do is end the response.
-            self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
-            upstream.close()
+            # The upstream failed mid-body; the headers are gone, so the answer can only end here.
+            await self._aborted(response, ctx, upstream, sse=content_type.startswith("text/event-stream"))
             return response
         except (ConnectionResetError, asyncio.CancelledError):
             upstream.close()  # the client went away: stop reading from the upstream
@@ -215,6 +217,27 @@ class UpstreamClient:
             headers[ACTION_HEADER] = inspector.action
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
 
+    def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[[], bytes]) -> bytes:
+        """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
+        try:
+            return step()
+        except Exception:
+            self._metrics.filter_faults.labels("output_scan").inc()
+            log.exception("stream scan failed; cutting response %s", ctx.request_id)
+            return stream.fail()
+
+    async def _aborted(
+        self, response: web.StreamResponse, ctx: RequestContext, upstream: aiohttp.ClientResponse, *, sse: bool
+    ) -> None:
+        """The upstream failed mid-answer: count it, release it, and end an event stream with a terminal
+        error event so that clients stop waiting (other bodies can only end short)."""
+        self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
+        upstream.close()
+        if sse:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await response.write(STREAM_ABORTED)
+                await response.write_eof()
+
     async def _relay_stream(
         self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse, inspector: OutputInspector
     ) -> web.StreamResponse:
@@ -225,35 +248,30 @@ class UpstreamClient:
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
-                try:
-                    out = stream.feed(chunk)
-                except Exception:
-                    self._metrics.filter_faults.labels("output_scan").inc()
-                    log.exception("stream scan failed; cutting response %s", ctx.request_id)
-                    out = stream.fail()
+                out = self._guarded(ctx, stream, functools.partial(stream.feed, chunk))
                 if out:
                     await response.write(out)
                 if stream.cut:
                     upstream.close()  # stop generating: nothing more of this answer will be sent
                     break
             else:
-                try:
-                    out = stream.close()
-                except Exception:
-                    self._metrics.filter_faults.labels("output_scan").inc()
-                    log.exception("stream scan failed; cutting response %s", ctx.request_id)
-                    out = stream.fail()
+                out = self._guarded(ctx, stream, stream.close)
                 if out:
                     await response.write(out)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-            self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
-            upstream.close()
+            await self._aborted(response, ctx, upstream, sse=True)
             return response
         except (ConnectionResetError, asyncio.CancelledError):
             upstream.close()
             raise
         await response.write_eof()
         return response
+
+
+STREAM_ABORTED = (
+    b'data: {"error": {"type": "upstream_error", "code": "upstream_stream_aborted", '
+    b'"message": "The model endpoint failed mid-answer."}}\n\ndata: [DONE]\n\n'
+)
 
 
 class _TooLarge(Exception):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from rules.controls import AccessPolicy, RateLimitPolicy, SamplingPolicy
 
@@ -67,15 +67,8 @@ class RuleSpec(BaseModel):
     note: ShortText | None = None
     word_boundary: bool = False
     scope: Scope | None = None
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None  # a naive time would be read differently per replica
     ttl_seconds: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = None
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
-        return value
 
     @model_validator(mode="after")
     def _one_expiry(self) -> RuleSpec:
@@ -130,15 +123,8 @@ class RulePatch(BaseModel):
     note: ShortText | None = None
     word_boundary: bool | None = None
     scope: Scope | None = None
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
     ttl_seconds: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = None
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
-        return value
 
     @model_validator(mode="after")
     def _one_expiry(self) -> RulePatch:
