@@ -95,6 +95,7 @@ def build_app(
         max_body_bytes=settings.max_body_bytes,
         tenants=settings.tenants,
         trusted_proxies=settings.trusted_networks(),
+        body_timeout=settings.body_timeout_seconds,
     )
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:

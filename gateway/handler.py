@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -64,6 +65,7 @@ class ProxyHandler:
         max_body_bytes: int,
         tenants: Mapping[str, str],
         trusted_proxies: Sequence[Network] = (),
+        body_timeout: float = 30.0,
     ) -> None:
         self._router = router
         self._chain = tuple(chain)
@@ -75,14 +77,21 @@ class ProxyHandler:
         self._max_body = max_body_bytes
         self._tenants = dict(tenants)
         self._trusted = tuple(trusted_proxies)
+        self._body_timeout = body_timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = new_request_id()
         snapshot = self._holder.snapshot  # one consistent policy for the whole request
         try:
-            body = await read_body(request, self._max_body)
+            async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
+                body = await read_body(request, self._max_body)
             extracted = extract(request.headers.get("Content-Type", ""), body)
+        except TimeoutError:
+            refusal = _invalid(
+                f"The request body did not arrive within {self._body_timeout:g} s.", 408, "request_timeout"
+            )
+            return self._refuse(refusal, request_id, "-")
         except BodyTooLarge:
             refusal = _invalid(f"Request body exceeds {self._max_body} bytes.", 413, "request_too_large")
             return self._refuse(refusal, request_id, "-")

@@ -1,0 +1,112 @@
+"""Hostile and malformed input at the data plane: clear 4xx JSON, nothing smuggled upstream, no hangs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import Stack, StackFactory
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"messages": [',  # truncated
+        b'{"messages": "\\ud800"}',  # a lone surrogate
+        b'{"messages": "\xff\xfe"}',  # invalid UTF-8
+        b"[" * 5000 + b"]" * 5000,  # nested beyond any parser's patience
+        b'{"a":' * 100 + b"1" + b"}" * 100,  # nested deeper than the scan follows
+    ],
+)
+async def test_malformed_json_is_400_json(stack: Stack, raw: bytes) -> None:
+    response = await stack.gateway.post("/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"]["code"] == "invalid_request" and body["error"]["request_id"]
+
+
+async def test_wrong_types_are_proxied_and_scanned_not_crashed(stack: Stack) -> None:
+    await stack.push({"pattern": "bad phrase"})
+    weird = {"model": 5, "messages": {"role": ["user"], "content": [None, 1.5, {"text": "bad phrase"}]}}
+    response = await stack.gateway.post("/v1/chat/completions", json=weird)
+    assert response.status == 400 and (await response.json())["error"]["code"] == "content_filter"
+
+
+async def _raw(stack: Stack, payload: bytes, *, read_timeout: float = 5.0) -> bytes:
+    server = stack.gateway.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), read_timeout)
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def recording(aiohttp_server: Any, make_stack: StackFactory) -> tuple[Stack, list[bytes]]:
+    seen: list[bytes] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    server = await aiohttp_server(app)
+    stack = await make_stack(upstream=str(server.make_url("")), max_body_bytes=4096, body_timeout_seconds=0.5)
+    return stack, seen
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # Content-Length and Transfer-Encoding together
+        b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        # two different Content-Length headers
+        b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+        # obsolete line folding
+        b"POST /v1/x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n",
+        # a bare CR inside a header
+        b"GET /v1/x HTTP/1.1\r\nHost: a\rX-Evil: 1\r\n\r\n",
+    ],
+)
+async def test_smuggling_attempts_are_refused_and_reach_nothing(
+    recording: tuple[Stack, list[bytes]], request_bytes: bytes
+) -> None:
+    stack, seen = recording
+    answer = await _raw(stack, request_bytes)
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]  # refused by the parser
+    await asyncio.sleep(0.1)
+    assert seen == []
+
+
+async def test_oversized_headers_are_4xx(stack: Stack) -> None:
+    answer = await _raw(stack, b"GET /v1/x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert answer.split(b" ", 2)[1].startswith(b"4"), answer[:100]
+
+
+async def test_declared_oversize_body_is_413_before_it_is_sent(recording: tuple[Stack, list[bytes]]) -> None:
+    stack, seen = recording
+    answer = await _raw(stack, b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+    assert seen == []
+
+
+async def test_endless_chunked_upload_is_cut_at_the_limit(recording: tuple[Stack, list[bytes]]) -> None:
+    stack, seen = recording
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    answer = await _raw(stack, b"POST /v1/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 8)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert seen == []
+
+
+async def test_a_lying_content_length_times_out_with_408(recording: tuple[Stack, list[bytes]]) -> None:
+    stack, seen = recording
+    answer = await _raw(stack, b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nshort", read_timeout=5)
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    assert seen == []
