@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -179,3 +180,48 @@ def test_workers_share_one_policy_and_one_metrics_endpoint(upstream: str, tmp_pa
         assert version and float(version[0].split()[-1]) == 1.0
     finally:
         stop(primary.process)
+
+
+def test_sigterm_lets_an_inflight_stream_finish(tmp_path: Path) -> None:
+    import signal
+
+    slow_port = free_port()
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import asyncio, sys\nfrom aiohttp import web\n"
+        "async def chat(request):\n"
+        "    r = web.StreamResponse(headers={'Content-Type': 'text/event-stream'})\n"
+        "    await r.prepare(request)\n"
+        "    for i in range(10):\n"
+        '        await r.write(b\'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, \'\n'
+        '                      b\'"delta": {"content": "tick "}}]}\\n\\n\')\n'
+        "        await asyncio.sleep(0.15)\n"
+        "    await r.write(b'data: [DONE]\\n\\n')\n"
+        "    return r\n"
+        "app = web.Application(); app.router.add_post('/v1/chat/completions', chat)\n"
+        f"web.run_app(app, host='127.0.0.1', port={slow_port}, print=None)\n"
+    )
+    upstream = subprocess.Popen([sys.executable, str(slow)])
+    replica = None
+    try:
+        time.sleep(0.8)
+        replica = _serve(f"http://127.0.0.1:{slow_port}", tmp_path / "state")
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{replica.gateway}/v1/chat/completions",
+            method="POST",
+            data=b'{"model": "m", "stream": true, "messages": []}',
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            first = response.readline()
+            replica.process.send_signal(signal.SIGTERM)  # mid-stream
+            rest = response.read()
+        assert first.startswith(b"data:") and rest.rstrip().endswith(b"data: [DONE]")
+        assert replica.process.wait(10) == 0
+    finally:
+        if replica is not None:
+            stop(replica.process)
+        upstream.kill()
+        upstream.wait(5)

@@ -110,3 +110,25 @@ async def test_a_lying_content_length_times_out_with_408(recording: tuple[Stack,
     answer = await _raw(stack, b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nshort", read_timeout=5)
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     assert seen == []
+
+
+async def test_a_10k_rule_push_under_traffic_fails_no_request(stack: Stack) -> None:
+    from tests.conftest import chat
+
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        while not stop.is_set():
+            response = await stack.gateway.post("/v1/chat/completions", json=chat("a clean question"))
+            statuses.append(response.status)
+
+    workers = [asyncio.create_task(traffic()) for _ in range(4)]
+    await asyncio.sleep(0.1)
+    await stack.push(*[{"pattern": f"pushed phrase {index} qx", "stage": 2} for index in range(10_000)])
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.gather(*workers)
+    assert len(statuses) > 20 and set(statuses) == {200}
+    blocked = await stack.gateway.post("/v1/chat/completions", json=chat("say pushed phrase 9999 qx"))
+    assert blocked.status == 400
