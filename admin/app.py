@@ -7,7 +7,16 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from admin import controls_api, incidents_api, insight_api, killswitch_api, policy_api, rules_api, variants_api
+from admin import (
+    controls_api,
+    incidents_api,
+    insight_api,
+    killswitch_api,
+    openapi,
+    policy_api,
+    rules_api,
+    variants_api,
+)
 from admin.auth import AUTHENTICATOR, Authenticator
 from admin.context import CATEGORIES, ENFORCEMENT, INSIGHT, STAGE1_TTL, STORE, Enforcement, Insight
 from admin.errors import json_errors
@@ -46,4 +55,5 @@ def build_admin_app(
     controls_api.add_routes(app)
     incidents_api.add_routes(app)
     insight_api.add_routes(app)
+    openapi.add_routes(app)
     return app
