@@ -43,7 +43,7 @@ def _invalid(message: str, status: int = 400, code: str = "invalid_request") -> 
 
 
 _PREFIX = os.urandom(4).hex()
-_SEQUENCE = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_SEQUENCE = itertools.count(int.from_bytes(os.urandom(8), "big"))
 
 
 def new_request_id() -> str:
