@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from rules.model import AuditEntry, Policy
@@ -11,6 +11,28 @@ Mutation = Callable[[Policy], tuple[Policy, AuditEntry]]
 """Takes the current policy and returns the next one (version not yet bumped) with its audit record."""
 
 Listener = Callable[[Policy], Awaitable[None]]
+
+
+def select_audit(
+    entries: Iterable[AuditEntry],
+    *,
+    limit: int,
+    before_version: int | None,
+    incident_id: str | None,
+    action: str | None,
+    oldest_first: bool,
+) -> list[AuditEntry]:
+    """The audit query every store answers the same way, over entries in the order they were written."""
+    if limit <= 0:
+        return []
+    chosen = [
+        e
+        for e in entries
+        if (before_version is None or e.version < before_version)
+        and (incident_id is None or e.incident_id == incident_id)
+        and (action is None or e.action == action)
+    ]
+    return chosen[:limit] if oldest_first else list(reversed(chosen[-limit:]))
 
 
 class StoreError(Exception):

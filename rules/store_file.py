@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from rules.controls import AccessPolicy, RateLimitPolicy, SamplingPolicy
 from rules.model import AuditEntry, KillSwitch, Policy, Rule, utcnow
-from rules.store import Listener, Mutation, NotFound, StoreError
+from rules.store import Listener, Mutation, NotFound, StoreError, select_audit
 
 POLICY_FILE = "policy.json"
 AUDIT_FILE = "audit.jsonl"
@@ -200,16 +200,14 @@ class EmbeddedStore:
         action: str | None = None,
         oldest_first: bool = False,
     ) -> list[AuditEntry]:
-        entries = [
-            e
-            for e in self._audit
-            if (before_version is None or e.version < before_version)
-            and (incident_id is None or e.incident_id == incident_id)
-            and (action is None or e.action == action)
-        ]
-        if limit <= 0:
-            return []
-        return entries[:limit] if oldest_first else list(reversed(entries[-limit:]))
+        return select_audit(
+            self._audit,
+            limit=limit,
+            before_version=before_version,
+            incident_id=incident_id,
+            action=action,
+            oldest_first=oldest_first,
+        )
 
     async def record(self, entry: AuditEntry) -> None:
         async with self._lock:

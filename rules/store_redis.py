@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, WatchError
 
 from rules.model import AuditEntry, Policy, Rule, utcnow
 from rules.redis_client import connect
-from rules.store import Listener, Mutation, NotFound, StoreError, StoreUnavailable
+from rules.store import Listener, Mutation, NotFound, StoreError, StoreUnavailable, select_audit
 from rules.store_file import RULES_ADAPTER, Manifest, policy_from_manifest, serialize_rules, write_atomic
 
 log = logging.getLogger(__name__)
@@ -319,15 +319,14 @@ class RedisStore:
             raw: Any = await self._client.xrange(self.key("audit"), "-", "+")
         except (RedisError, OSError) as exc:
             raise self._down(exc) from None
-        entries = [AuditEntry.model_validate_json(fields[b"e"]) for _, fields in raw]
-        entries = [
-            e
-            for e in entries
-            if (before_version is None or e.version < before_version)
-            and (incident_id is None or e.incident_id == incident_id)
-            and (action is None or e.action == action)
-        ]
-        return entries[:limit] if oldest_first else list(reversed(entries[-limit:]))
+        return select_audit(
+            (AuditEntry.model_validate_json(fields[b"e"]) for _, fields in raw),
+            limit=limit,
+            before_version=before_version,
+            incident_id=incident_id,
+            action=action,
+            oldest_first=oldest_first,
+        )
 
     async def record(self, entry: AuditEntry) -> None:
         entry = entry.model_copy(update={"version": self._policy.version})
