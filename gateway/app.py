@@ -83,6 +83,7 @@ def build_app(
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         max_response_bytes=settings.max_response_scan_bytes,
+        client_write_timeout=settings.client_write_timeout_seconds,
     )
     handler = ProxyHandler(
         router=Router(settings.effective_routes()),

@@ -73,10 +73,17 @@ class UpstreamClient:
     """One pooled client session for every upstream, opened and closed with the app."""
 
     def __init__(
-        self, metrics: GatewayMetrics, *, connect_timeout: float, read_timeout: float, max_response_bytes: int
+        self,
+        metrics: GatewayMetrics,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_bytes: int,
+        client_write_timeout: float = 60.0,
     ) -> None:
         self._metrics = metrics
         self._max_response = max_response_bytes
+        self._client_write_timeout = client_write_timeout
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -158,7 +165,7 @@ class UpstreamClient:
         kept = 0
         try:
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+                await self._write(response, chunk)
                 if keep and kept < CAPTURE_LIMIT:
                     copy.append(chunk)
                     kept += len(chunk)
@@ -217,6 +224,15 @@ class UpstreamClient:
             headers[ACTION_HEADER] = inspector.action
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
 
+    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
+        """Write to the client, giving up on one that stops reading (a slow reader must not hold an
+        upstream connection and the model's capacity forever)."""
+        try:
+            async with asyncio.timeout(self._client_write_timeout):
+                await response.write(data)
+        except TimeoutError:
+            raise ConnectionResetError("the client stopped reading") from None
+
     def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[[], bytes]) -> bytes:
         """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
         try:
@@ -250,14 +266,14 @@ class UpstreamClient:
             async for chunk in upstream.content.iter_any():
                 out = self._guarded(ctx, stream, functools.partial(stream.feed, chunk))
                 if out:
-                    await response.write(out)
+                    await self._write(response, out)
                 if stream.cut:
                     upstream.close()  # stop generating: nothing more of this answer will be sent
                     break
             else:
                 out = self._guarded(ctx, stream, stream.close)
                 if out:
-                    await response.write(out)
+                    await self._write(response, out)
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
             await self._aborted(response, ctx, upstream, sse=True)
             return response

@@ -132,3 +132,31 @@ async def test_a_10k_rule_push_under_traffic_fails_no_request(stack: Stack) -> N
     assert len(statuses) > 20 and set(statuses) == {200}
     blocked = await stack.gateway.post("/v1/chat/completions", json=chat("say pushed phrase 9999 qx"))
     assert blocked.status == 400
+
+
+async def test_a_client_that_stops_reading_is_let_go(aiohttp_server: Any, make_stack: StackFactory) -> None:
+    stopped = asyncio.Event()
+
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        try:
+            for _ in range(4096):  # up to 256 MiB: far more than any socket buffer
+                await response.write(b"x" * 65536)
+        except (ConnectionResetError, asyncio.CancelledError):
+            stopped.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_get("/big", firehose)
+    server = await aiohttp_server(app)
+    stack = await make_stack(upstream=str(server.make_url("")), client_write_timeout_seconds=0.5)
+    reader, writer = await asyncio.open_connection(stack.gateway.server.host, stack.gateway.server.port)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    await writer.drain()
+    await reader.read(1024)  # read the start, then stop reading
+    try:
+        await asyncio.wait_for(stopped.wait(), 10)  # the gateway gave up, and released the upstream
+    finally:
+        writer.close()
