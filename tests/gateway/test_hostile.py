@@ -160,3 +160,25 @@ async def test_a_client_that_stops_reading_is_let_go(aiohttp_server: Any, make_s
         await asyncio.wait_for(stopped.wait(), 10)  # the gateway gave up, and released the upstream
     finally:
         writer.close()
+
+
+async def test_slow_clients_do_not_starve_others(stack: Stack) -> None:
+    from tests.conftest import chat
+
+    server = stack.gateway.server
+    idle = []
+    for index in range(200):  # slowloris: headers that never finish, and bodies that never come
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        partial = b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+        if index % 2:
+            partial += b"Content-Length: 1000\r\n\r\n{"
+        writer.write(partial)
+        idle.append(writer)
+    try:
+        started = asyncio.get_running_loop().time()
+        response = await stack.gateway.post("/v1/chat/completions", json=chat("still served"))
+        assert response.status == 200
+        assert asyncio.get_running_loop().time() - started < 1.0
+    finally:
+        for writer in idle:
+            writer.close()
