@@ -10,6 +10,7 @@ from functools import wraps
 from aiohttp import web
 
 from admin.errors import ApiError
+from rules.model import utcnow
 from rules.roles import AdminToken, Role
 
 
@@ -21,7 +22,7 @@ class Principal:
 
 class Authenticator:
     def __init__(self, tokens: Sequence[AdminToken]) -> None:
-        self._tokens = tuple((t.token.encode(), Principal(t.name, t.role)) for t in tokens)
+        self._tokens = tuple((t.token.encode(), Principal(t.name, t.role), t) for t in tokens)
 
     def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
@@ -29,13 +30,15 @@ class Authenticator:
         if scheme.lower() != "bearer" or not credentials.strip():
             raise ApiError(401, "unauthenticated", "missing bearer token")
         presented = credentials.strip().encode()
-        found: Principal | None = None
-        for token, principal in self._tokens:  # compare against every token: timing says nothing
+        found: tuple[Principal, AdminToken] | None = None
+        for token, principal, spec in self._tokens:  # compare against every token: timing says nothing
             if hmac.compare_digest(presented, token):
-                found = principal
+                found = (principal, spec)
         if found is None:
             raise ApiError(401, "unauthenticated", "invalid bearer token")
-        return found
+        if found[1].expired(utcnow()):
+            raise ApiError(401, "unauthenticated", "expired bearer token")
+        return found[0]
 
 
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import COMMANDER, RESPONDER, VIEWER, Stack, auth
+from admin.context import INSIGHT
+from tests.conftest import COMMANDER, RESPONDER, VIEWER, Stack, StackFactory, auth
 
 
 @pytest.mark.parametrize(
@@ -53,3 +54,37 @@ async def test_metrics_need_no_token(stack: Stack) -> None:
     response = await stack.admin.get("/metrics")
     assert response.status == 200
     assert "containment_policy_version" in await response.text()
+
+
+async def test_an_expired_token_is_401(make_stack: StackFactory) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from admin.app import build_admin_app
+    from rules.roles import AdminToken
+
+    stack = await make_stack()
+    tokens = [
+        AdminToken.parse("old:commander:old-token-000001;expires=2020-01-01T00:00:00Z"),
+        AdminToken.parse("new:viewer:new-token-000001;expires=2999-01-01T00:00:00Z"),
+    ]
+    app = build_admin_app(
+        store=stack.store,
+        tokens=tokens,
+        registry=stack.registry,
+        categories=frozenset({"other"}),
+        insight=stack.admin.app[INSIGHT],
+    )
+    async with TestClient(TestServer(app)) as client:
+        expired = await client.get("/v1/policy", headers=auth("old-token-000001"))
+        assert expired.status == 401 and "expired" in (await expired.json())["error"]["message"]
+        assert (await client.get("/v1/policy", headers=auth("new-token-000001"))).status == 200
+
+
+@pytest.mark.parametrize(
+    "spec", ["a:viewer:token-000000001;expires=tomorrow", "a:viewer:token-000000001;expires=2030-01-01"]
+)
+def test_bad_token_expiry_is_refused(spec: str) -> None:
+    from rules.roles import AdminToken
+
+    with pytest.raises(ValueError):
+        AdminToken.parse(spec)
