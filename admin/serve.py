@@ -102,7 +102,17 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         settings, holder=holder, metrics=metrics, telemetry=telemetry, limiter=runtime.limiter, health=runtime.problems
     )
     grace = settings.shutdown_grace_seconds
-    runners = [web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=grace)]
+    # keepalive_timeout closes idle connections, and also ones whose request headers never complete
+    # (slowloris): aiohttp arms it when a connection opens.
+    runners = [
+        web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=grace,
+            keepalive_timeout=settings.idle_timeout_seconds,
+        )
+    ]
     if primary:
         admin = build_admin_app(
             store=runtime.store,

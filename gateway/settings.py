@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
     body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     client_write_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 75.0
     state_dir: Path = Path(".containment")
     admin_tokens: Annotated[list[AdminToken], NoDecode] = []
     workers: Annotated[int, Field(ge=1, le=64)] = 1

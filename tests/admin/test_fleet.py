@@ -225,3 +225,32 @@ def test_sigterm_lets_an_inflight_stream_finish(tmp_path: Path) -> None:
             stop(replica.process)
         upstream.kill()
         upstream.wait(5)
+
+
+def test_headers_that_never_finish_are_cut_off(upstream: str, tmp_path: Path) -> None:
+    import socket
+
+    gateway_port, admin_port = free_port(), free_port()
+    process = start(
+        containment(
+            "serve",
+            "--upstream",
+            upstream,
+            "--listen",
+            f"127.0.0.1:{gateway_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ),
+        env={"CONTAINMENT_IDLE_TIMEOUT_SECONDS": "1"},
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{gateway_port}/_containment/healthz", process)
+        with socket.create_connection(("127.0.0.1", gateway_port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow: ")  # and never the rest
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # the gateway closed the connection
+            assert time.monotonic() - started < 5
+    finally:
+        stop(process)
