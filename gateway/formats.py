@@ -96,3 +96,32 @@ def rewrite_strings(value: object, replacements: dict[int, str]) -> object:
         return item
 
     return walk(value, True)
+
+
+_SHAPES: tuple[tuple[str, str, tuple[type, ...]], ...] = (
+    ("/chat/completions", "messages", (list,)),
+    ("/messages", "messages", (list,)),
+    ("/completions", "prompt", (str, list)),
+    ("/embeddings", "input", (str, list)),
+    ("/responses", "input", (str, list)),
+)
+
+
+def check_shape(path: str, document: object) -> None:
+    """Known endpoints get the basic types their APIs require (BodyError → 400 invalid_request), so a
+    malformed request is refused here, clearly, rather than half-scanned and refused upstream."""
+    for suffix, field, kinds in _SHAPES:
+        if not path.endswith(suffix):
+            continue
+        if not isinstance(document, dict):
+            raise BodyError(f"the body of {suffix} must be a JSON object")
+        if field in document and not isinstance(document[field], kinds):
+            raise BodyError(f"{field}: wrong type for {suffix}")
+        if suffix in ("/chat/completions", "/messages") and any(
+            not isinstance(message, dict) for message in document.get(field) or []
+        ):
+            raise BodyError(f"{field}: every message must be an object")
+        for name, kind in (("model", str), ("stream", bool)):
+            if name in document and document[name] is not None and not isinstance(document[name], kind):
+                raise BodyError(f"{name}: must be a {kind.__name__}")
+        return

@@ -16,7 +16,7 @@ from gateway.body import BodyTooLarge, UnsupportedEncoding, identify, read_body
 from gateway.context import RequestContext
 from gateway.filters.base import RequestFilter
 from gateway.filters.output_scan import OutputScanFilter
-from gateway.formats import BodyError, extract
+from gateway.formats import BodyError, check_shape, extract
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
@@ -87,6 +87,8 @@ class ProxyHandler:
             async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
                 body = await read_body(request, self._max_body)
             extracted = extract(request.headers.get("Content-Type", ""), body)
+            if extracted.document is not None:
+                check_shape(request.path, extracted.document)
         except TimeoutError:
             refusal = _invalid(
                 f"The request body did not arrive within {self._body_timeout:g} s.", 408, "request_timeout"

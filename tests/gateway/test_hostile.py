@@ -28,10 +28,29 @@ async def test_malformed_json_is_400_json(stack: Stack, raw: bytes) -> None:
     assert body["error"]["code"] == "invalid_request" and body["error"]["request_id"]
 
 
-async def test_wrong_types_are_proxied_and_scanned_not_crashed(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    "path,document",
+    [
+        ("/v1/chat/completions", {"model": "m", "messages": {"role": "user"}}),
+        ("/v1/chat/completions", {"model": "m", "messages": ["just a string"]}),
+        ("/v1/chat/completions", {"model": 5, "messages": []}),
+        ("/v1/chat/completions", {"model": "m", "messages": [], "stream": "yes"}),
+        ("/v1/chat/completions", ["not", "an", "object"]),
+        ("/v1/completions", {"model": "m", "prompt": 42}),
+        ("/v1/embeddings", {"model": "m", "input": {"x": 1}}),
+        ("/v1/messages", {"model": "m", "messages": "hi"}),
+    ],
+)
+async def test_wrong_types_on_known_endpoints_are_400_json(stack: Stack, path: str, document: Any) -> None:
+    response = await stack.gateway.post(path, json=document)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_request"
+
+
+async def test_odd_types_elsewhere_are_scanned_not_crashed(stack: Stack) -> None:
     await stack.push({"pattern": "bad phrase"})
-    weird = {"model": 5, "messages": {"role": ["user"], "content": [None, 1.5, {"text": "bad phrase"}]}}
-    response = await stack.gateway.post("/v1/chat/completions", json=weird)
+    weird = {"model": 5, "data": {"role": ["user"], "content": [None, 1.5, {"text": "bad phrase"}]}}
+    response = await stack.gateway.post("/v1/custom", json=weird)
     assert response.status == 400 and (await response.json())["error"]["code"] == "content_filter"
 
 
