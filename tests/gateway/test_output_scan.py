@@ -287,3 +287,18 @@ async def test_upstream_dying_mid_stream_ends_with_an_error_event(
     assert '"code": "upstream_stream_aborted"' in body and body.endswith("data: [DONE]\n\n")
     metrics = await (await stack.admin.get("/metrics")).text()
     assert 'containment_upstream_errors_total{kind="stream_aborted",route="default"} 1.0' in metrics
+
+
+async def test_an_upstream_silent_between_chunks_times_out(aiohttp_server: Any, make_stack: StackFactory) -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"object": "chat.completion.chunk", "choices": []}\n\n')
+        await asyncio.sleep(5)  # longer than the read timeout below
+        return response
+
+    server = await aiohttp_server(_app(stalls))
+    stack = await make_stack(upstream=str(server.make_url("")), upstream_read_timeout=0.3)
+    response = await stack.gateway.post("/v1/chat/completions", json=chat("x", stream=True))
+    body = await asyncio.wait_for(response.text(), 3)
+    assert "upstream_stream_aborted" in body and body.endswith("data: [DONE]\n\n")
