@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -75,3 +76,28 @@ def http(
         return status, response_headers, json.loads(raw)
     except ValueError:
         return status, response_headers, raw.decode()
+
+
+def serve(
+    upstream: str, state: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """`containment serve` on free ports, ready: (data-plane URL, admin URL, process)."""
+    gateway_port, admin_port = free_port(), free_port()
+    process = start(
+        containment(
+            "serve",
+            "--upstream",
+            upstream,
+            "--listen",
+            f"127.0.0.1:{gateway_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--state-dir",
+            str(state),
+            *extra,
+        ),
+        env=env,
+    )
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    wait_http(f"{gateway}/_containment/readyz", process)
+    return gateway, f"http://127.0.0.1:{admin_port}", process

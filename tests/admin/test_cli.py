@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, start, stop, wait_http
+from tests.processes import containment, free_port, http, serve, start, stop, wait_http
 
 TOKEN = "cli-commander-token-01"
 
@@ -49,25 +49,10 @@ def mock_upstream() -> Iterator[str]:
 
 
 def _serve(upstream: str, state_dir: Path, *extra: str) -> Running:
-    gateway_port, admin_port = free_port(), free_port()
-    process = start(
-        containment(
-            "serve",
-            "--upstream",
-            upstream,
-            "--listen",
-            f"127.0.0.1:{gateway_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            str(state_dir),
-            *extra,
-        ),
-        env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"},
+    gateway, admin, process = serve(
+        upstream, state_dir, *extra, env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"}
     )
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    wait_http(f"{gateway}/_containment/readyz", process)
-    return Running(gateway, f"http://127.0.0.1:{admin_port}", upstream, state_dir, process)
+    return Running(gateway, admin, upstream, state_dir, process)
 
 
 @pytest.fixture

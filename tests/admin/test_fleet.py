@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, start, stop, wait_http
+from tests.processes import containment, free_port, http, serve, start, stop, wait_http
 from tests.redis_server import RedisServer
 
 TOKEN = "fleet-commander-token"
@@ -32,26 +32,10 @@ def _chat(gateway: str, text: str) -> int:
 
 
 def _serve(upstream: str, state: Path, *extra: str) -> Replica:
-    gateway_port, admin_port = free_port(), free_port()
-    process = start(
-        containment(
-            "serve",
-            "--upstream",
-            upstream,
-            "--listen",
-            f"127.0.0.1:{gateway_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            str(state),
-            *extra,
-        ),
-        env={"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}", "CONTAINMENT_REDIS_POLL_SECONDS": "0.5"},
-    )
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    wait_http(f"{gateway}/_containment/readyz", process)
-    wait_http(f"http://127.0.0.1:{admin_port}/metrics", process)
-    return Replica(gateway, f"http://127.0.0.1:{admin_port}", process)
+    env = {"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}", "CONTAINMENT_REDIS_POLL_SECONDS": "0.5"}
+    gateway, admin, process = serve(upstream, state, *extra, env=env)
+    wait_http(f"{admin}/metrics", process)
+    return Replica(gateway, admin, process)
 
 
 @pytest.fixture(scope="module")
@@ -230,23 +214,9 @@ def test_sigterm_lets_an_inflight_stream_finish(tmp_path: Path) -> None:
 def test_headers_that_never_finish_are_cut_off(upstream: str, tmp_path: Path) -> None:
     import socket
 
-    gateway_port, admin_port = free_port(), free_port()
-    process = start(
-        containment(
-            "serve",
-            "--upstream",
-            upstream,
-            "--listen",
-            f"127.0.0.1:{gateway_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            str(tmp_path / "s"),
-        ),
-        env={"CONTAINMENT_IDLE_TIMEOUT_SECONDS": "1"},
-    )
+    gateway, _, process = serve(upstream, tmp_path / "s", env={"CONTAINMENT_IDLE_TIMEOUT_SECONDS": "1"})
+    gateway_port = int(gateway.rsplit(":", 1)[1])
     try:
-        wait_http(f"http://127.0.0.1:{gateway_port}/_containment/healthz", process)
         with socket.create_connection(("127.0.0.1", gateway_port), timeout=10) as sock:
             sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow: ")  # and never the rest
             started = time.monotonic()
