@@ -7,17 +7,24 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from gateway.context import RequestContext
 from gateway.filters.output_scan import OutputInspector, StreamInspector
 from gateway.metrics import GatewayMetrics
 from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
+from gateway.upstream import (
+    DECODABLE,
+    Answer,
+    Origin,
+    UndecodableAnswer,
+    UpstreamFailed,
+    UpstreamPool,
+    UpstreamTimeout,
+)
 from gateway.verdict import Refusal
 
 log = logging.getLogger(__name__)
@@ -36,10 +43,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Recomputed for the new hop rather than copied. A request's Content-Encoding goes too: aiohttp has
-# already inflated the body (see gateway.body), so the upstream receives it plain.
-_REWRITTEN = frozenset({"host", "content-length", "content-encoding"})
-# aiohttp would add these when the caller did not send them; the upstream must see only what the caller sent.
-_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# already inflated the body (see gateway.body), so the upstream receives it plain. `Expect` goes because
+# the body is already here: the upstream gets it at once.
+_REWRITTEN = frozenset({"host", "content-length", "content-encoding", "expect", REQUEST_ID_HEADER.lower()})
+# Methods that carry no Content-Length when their body is empty (as HTTP clients do).
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 
 
 # An inspected answer is relayed decompressed, and may change length.
@@ -53,9 +61,15 @@ OUTPUT_FAULT = Refusal(
 )
 
 
-def end_to_end(headers: CIMultiDictProxy[str], *, drop: frozenset[str] = _REWRITTEN) -> CIMultiDict[str]:
+def _connection_tokens(values: Iterable[str]) -> set[str]:
+    return {token.strip().lower() for value in values for token in value.split(",")}
+
+
+def end_to_end(
+    headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str] = _REWRITTEN
+) -> CIMultiDict[str]:
     """Headers minus hop-by-hop ones, including any that `Connection` names."""
-    named = {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
+    named = _connection_tokens(headers.getall("Connection", ()))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
@@ -65,12 +79,38 @@ def end_to_end(headers: CIMultiDictProxy[str], *, drop: frozenset[str] = _REWRIT
     return out
 
 
+def decodable_only(accept_encoding: str) -> str:
+    """The codings of an Accept-Encoding that the gateway can inflate for inspection (else identity)."""
+    parts = (part.strip() for part in accept_encoding.split(","))
+    return ", ".join(part for part in parts if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
+
+
+def request_head(request: web.Request, origin: Origin, request_id: str, body: bytes, *, inspecting: bool) -> bytes:
+    """The request line and headers for the upstream hop: the caller's end-to-end headers unchanged,
+    Host and Content-Length for the new hop, the request id added, nothing invented."""
+    headers = request.headers
+    named = _connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()
+    lines = [f"{request.method} {origin.path_prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in _REWRITTEN or lowered in named:
+            continue
+        if inspecting and lowered == "accept-encoding":
+            value = decodable_only(value)  # an answer the gateway must read has to arrive in a coding it can undo
+        lines.append(f"{name}: {value}\r\n")
+    lines.append(f"{REQUEST_ID_HEADER}: {request_id}\r\n")
+    if body or request.method not in _BODILESS:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")  # the bytes the caller sent, as aiohttp decoded them
+
+
 def _upstream_refusal(status: int, code: str, message: str) -> Refusal:
     return Refusal(status=status, code=code, type="upstream_error", message=message, action="upstream_error")
 
 
 class UpstreamClient:
-    """One pooled client session for every upstream, opened and closed with the app."""
+    """Relays requests through one pool of upstream connections, opened and closed with the app."""
 
     def __init__(
         self,
@@ -84,51 +124,56 @@ class UpstreamClient:
         self._metrics = metrics
         self._max_response = max_response_bytes
         self._client_write_timeout = client_write_timeout
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._pool: UpstreamPool | None = None
+        self._origins: dict[str, Origin] = {}
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._pool = UpstreamPool(connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    def _origin(self, base_url: str) -> Origin:
+        origin = self._origins.get(base_url)
+        if origin is None:
+            origin = self._origins[base_url] = Origin.parse(base_url)
+        return origin
 
     async def forward(
         self, request: web.Request, ctx: RequestContext, body: bytes, inspector: OutputInspector | None
     ) -> web.StreamResponse:
-        assert self._session is not None, "UpstreamClient.open() was not awaited"
-        headers = end_to_end(request.headers)
-        headers[REQUEST_ID_HEADER] = ctx.request_id
-        skip = [name for name in _AUTO_HEADERS if name not in headers]
-        url = URL(ctx.route.base_url + request.raw_path, encoded=True)
+        assert self._pool is not None, "UpstreamClient.open() was not awaited"
+        origin = self._origin(ctx.route.base_url)
+        inspecting = inspector is not None
+        head = request_head(request, origin, ctx.request_id, body, inspecting=inspecting)
         route = ctx.route.name
         sent = time.perf_counter()
         try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body if body or request.method not in ("GET", "HEAD") else None,
-                allow_redirects=False,
-                skip_auto_headers=skip,
-                auto_decompress=inspector is not None,  # inspected answers are read (and sent) plain
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            # inspected answers are read (and sent) plain
+            upstream = await self._pool.request(origin, request.method, head, body, decode=inspecting)
+        except UpstreamTimeout:
             self._metrics.upstream_errors.labels(route, "timeout").inc()
             return refusal_response(
                 _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
                 ctx.request_id,
             )
-        except aiohttp.ClientError as exc:
+        except UndecodableAnswer as exc:
+            self._metrics.upstream_errors.labels(route, "undecodable").inc()
+            log.warning("upstream %s: %s", route, exc)
+            return refusal_response(
+                _upstream_refusal(
+                    502,
+                    "upstream_encoding_unsupported",
+                    "The model's answer came in a compression the gateway cannot check.",
+                ),
+                ctx.request_id,
+            )
+        except UpstreamFailed as exc:
             self._metrics.upstream_errors.labels(route, "unavailable").inc()
-            log.warning("upstream %s unavailable: %s", route, exc.__class__.__name__)
+            log.warning("upstream %s unavailable: %s", route, exc)
             return refusal_response(
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
                 ctx.request_id,
@@ -139,21 +184,19 @@ class UpstreamClient:
             if inspector is not None and content_type.startswith("text/event-stream"):
                 return await self._relay_stream(request, ctx, upstream, inspector)
             if inspector is not None and _inspectable(content_type) and request.method != "HEAD":
-                return await self._relay_whole(request, ctx, upstream, inspector, content_type)
+                return await self._relay_whole(ctx, upstream, inspector, content_type)
             return await self._relay(request, ctx, upstream, content_type)
         finally:
             upstream.release()
 
-    def _response_headers(
-        self, upstream: aiohttp.ClientResponse, ctx: RequestContext, *, plain: bool
-    ) -> CIMultiDict[str]:
+    def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> CIMultiDict[str]:
         headers = end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset())
         headers[REQUEST_ID_HEADER] = ctx.request_id
         headers.update(ctx.response_headers)
         return headers
 
     async def _relay(
-        self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse, content_type: str
+        self, request: web.Request, ctx: RequestContext, upstream: Answer, content_type: str
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=False)
@@ -164,14 +207,14 @@ class UpstreamClient:
         copy: list[bytes] = []
         kept = 0
         try:
-            async for chunk in upstream.content.iter_any():
-                await self._write(response, chunk)
+            async for chunk in upstream.chunks():
+                await self._write(request, response, chunk)
                 if keep and kept < CAPTURE_LIMIT:
                     copy.append(chunk)
                     kept += len(chunk)
             if keep:
                 ctx.answer = (content_type, b"".join(copy)[:CAPTURE_LIMIT])
-        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        except UpstreamFailed:
             # The upstream failed mid-body; the headers are gone, so the answer can only end here.
             await self._aborted(response, ctx, upstream, sse=content_type.startswith("text/event-stream"))
             return response
@@ -182,16 +225,11 @@ class UpstreamClient:
         return response
 
     async def _relay_whole(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        upstream: aiohttp.ClientResponse,
-        inspector: OutputInspector,
-        content_type: str,
+        self, ctx: RequestContext, upstream: Answer, inspector: OutputInspector, content_type: str
     ) -> web.StreamResponse:
         try:
             body = await _read_limited(upstream, self._max_response)
-        except TimeoutError:
+        except UpstreamTimeout:
             self._metrics.upstream_errors.labels(ctx.route.name, "timeout").inc()
             return refusal_response(
                 _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
@@ -206,7 +244,7 @@ class UpstreamClient:
                 ),
                 ctx.request_id,
             )
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        except UpstreamFailed:
             self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
             return refusal_response(
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint failed mid-answer."),
@@ -224,9 +262,17 @@ class UpstreamClient:
             headers[ACTION_HEADER] = inspector.action
         return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
 
-    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
+    async def _write(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
         """Write to the client, giving up on one that stops reading (a slow reader must not hold an
         upstream connection and the model's capacity forever)."""
+        transport = request.transport
+        if transport is not None and (
+            transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[1]
+        ):
+            # Even if the socket took none of it, the buffer stays under the high-water mark, so writing
+            # is not paused and this write cannot stall (the common case; it saves a timer per chunk).
+            await response.write(data)
+            return
         try:
             async with asyncio.timeout(self._client_write_timeout):
                 await response.write(data)
@@ -242,9 +288,7 @@ class UpstreamClient:
             log.exception("stream scan failed; cutting response %s", ctx.request_id)
             return stream.fail()
 
-    async def _aborted(
-        self, response: web.StreamResponse, ctx: RequestContext, upstream: aiohttp.ClientResponse, *, sse: bool
-    ) -> None:
+    async def _aborted(self, response: web.StreamResponse, ctx: RequestContext, upstream: Answer, *, sse: bool) -> None:
         """The upstream failed mid-answer: count it, release it, and end an event stream with a terminal
         error event so that clients stop waiting (other bodies can only end short)."""
         self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
@@ -255,7 +299,7 @@ class UpstreamClient:
                 await response.write_eof()
 
     async def _relay_stream(
-        self, request: web.Request, ctx: RequestContext, upstream: aiohttp.ClientResponse, inspector: OutputInspector
+        self, request: web.Request, ctx: RequestContext, upstream: Answer, inspector: OutputInspector
     ) -> web.StreamResponse:
         stream = inspector.stream()
         response = web.StreamResponse(
@@ -263,18 +307,18 @@ class UpstreamClient:
         )
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
                 out = self._guarded(ctx, stream, functools.partial(stream.feed, chunk))
                 if out:
-                    await self._write(response, out)
+                    await self._write(request, response, out)
                 if stream.cut:
                     upstream.close()  # stop generating: nothing more of this answer will be sent
                     break
             else:
                 out = self._guarded(ctx, stream, stream.close)
                 if out:
-                    await self._write(response, out)
-        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                    await self._write(request, response, out)
+        except UpstreamFailed:
             await self._aborted(response, ctx, upstream, sse=True)
             return response
         except (ConnectionResetError, asyncio.CancelledError):
@@ -294,10 +338,10 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_limited(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_limited(upstream: Answer, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in upstream.content.iter_any():
+    async for chunk in upstream.chunks():
         size += len(chunk)
         if size > limit:
             raise _TooLarge

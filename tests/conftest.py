@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,17 @@ from rules.samples import FileSampleSink
 from rules.store_file import EmbeddedStore
 from rules.watch import FileHits
 from tests.redis_server import RedisServer
+
+# The data plane runs on uvloop in production (and on asyncio's own loop where uvloop is missing): the
+# tests of the proxy path run on both, since the two loops' transports differ in ways that matter.
+BOTH_LOOPS = frozenset({"test_upstream.py", "test_proxy.py", "test_sse.py", "test_hostile.py"})
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    if item.path.name in BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 VIEWER = "viewer-token-0001"
 RESPONDER = "responder-token-0001"
