@@ -7,6 +7,8 @@ assignment, so each request sees exactly one snapshot. A failed build keeps the 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import logging
 import time
@@ -19,6 +21,25 @@ from rules.match import DEFAULT_REGEX_BUDGET
 from rules.model import Policy
 
 log = logging.getLogger(__name__)
+
+_TRIM_DELAY = 2.0
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def trim_heap() -> None:
+    """glibc's malloc_trim: give free heap pages back to the OS (a no-op elsewhere)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class SnapshotHolder:
@@ -41,6 +62,7 @@ class SnapshotHolder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-compile")
         self._lock = asyncio.Lock()
         self._upgrading: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
         self.snapshot: CompiledPolicy = self._compile(initial or Policy())
         self._record(self.snapshot)
 
@@ -64,6 +86,8 @@ class SnapshotHolder:
             self._record(snapshot)
             if self._upgrade and snapshot.rule_count:
                 self._upgrading = asyncio.create_task(self._upgrade_to_hyperscan(policy))
+            else:
+                self._trimming = asyncio.create_task(self._give_back_memory())
 
     async def upgrade_initial(self, policy: Policy) -> None:
         """The start-up snapshot was built with pyahocorasick too: upgrade it in the background."""
@@ -79,6 +103,14 @@ class SnapshotHolder:
             return
         if self.snapshot.version == faster.version:  # no newer policy arrived meanwhile
             self.snapshot = faster
+            await self._give_back_memory()
+
+    async def _give_back_memory(self) -> None:
+        """Return the replaced snapshot's freed heap to the OS. Its automaton's many small allocations
+        would otherwise stay in the process's heap (RSS) for good; requests still holding the old
+        snapshot finish first (they hold it for one request)."""
+        await asyncio.sleep(_TRIM_DELAY)
+        await asyncio.get_running_loop().run_in_executor(self._executor, trim_heap)
 
     def _record(self, snapshot: CompiledPolicy) -> None:
         self._metrics.policy_version.set(snapshot.version)
@@ -86,4 +118,7 @@ class SnapshotHolder:
         self._metrics.killswitches.set(len(snapshot.killswitches))
 
     def close(self) -> None:
+        for task in (self._upgrading, self._trimming):
+            if task is not None:
+                task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -71,3 +71,27 @@ async def test_auto_enforces_with_pyahocorasick_then_upgrades_to_hyperscan() -> 
     assert holder.snapshot.input.backend == "hyperscan" and holder.snapshot.version == 1
     assert list(holder.snapshot.input.scan(TextView("please upgrade me")))
     holder.close()
+
+
+@pytest.mark.parametrize("backend", ["ahocorasick", "auto"])
+async def test_a_replaced_snapshot_s_heap_is_given_back(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    import gateway.policy_watch as policy_watch
+    from gateway.metrics import GatewayMetrics
+    from rules.model import Policy
+
+    trims: list[str] = []
+    monkeypatch.setattr(policy_watch, "_TRIM_DELAY", 0.0)
+    monkeypatch.setattr(policy_watch, "trim_heap", lambda: trims.append("trimmed"))
+    holder = policy_watch.SnapshotHolder(GatewayMetrics(CollectorRegistry()), backend=backend)
+    rule = RuleSpec(pattern="replace me").to_rule(created_by="t", now=utcnow())
+    await holder.install(Policy(version=1, rules=(rule,)))
+    for _ in range(300):
+        if trims:
+            break
+        await asyncio.sleep(0.01)
+    assert trims == ["trimmed"]
+    holder.close()
