@@ -201,12 +201,12 @@ class UpstreamClient:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=False)
         )
-        await response.prepare(request)
         # A sampled request keeps a copy of a textual answer (bounded); nothing else is copied.
         keep = ctx.sampled and upstream.headers.get("Content-Encoding") is None and _textual(content_type)
         copy: list[bytes] = []
         kept = 0
         try:
+            await response.prepare(request)
             async for chunk in upstream.chunks():
                 await self._write(request, response, chunk)
                 if keep and kept < CAPTURE_LIMIT:
@@ -218,8 +218,10 @@ class UpstreamClient:
             # The upstream failed mid-body; the headers are gone, so the answer can only end here.
             await self._aborted(response, ctx, upstream, sse=content_type.startswith("text/event-stream"))
             return response
-        except (ConnectionResetError, asyncio.CancelledError):
-            upstream.close()  # the client went away: stop reading from the upstream
+        except ConnectionResetError:
+            return self._client_gone(upstream, response)
+        except asyncio.CancelledError:
+            upstream.close()
             raise
         await response.write_eof()
         return response
@@ -277,7 +279,17 @@ class UpstreamClient:
             async with asyncio.timeout(self._client_write_timeout):
                 await response.write(data)
         except TimeoutError:
+            if transport is not None:
+                transport.abort()  # its unread buffer would never drain: drop the connection now
             raise ConnectionResetError("the client stopped reading") from None
+
+    @staticmethod
+    def _client_gone(upstream: Answer, response: web.StreamResponse) -> web.StreamResponse:
+        """The client went away (or stopped reading): stop the upstream's answer. The response is
+        returned rather than the error raised, so aiohttp ends the exchange quietly (a client leaving is
+        not a server error)."""
+        upstream.close()
+        return response
 
     def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[[], bytes]) -> bytes:
         """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
@@ -305,8 +317,8 @@ class UpstreamClient:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=True)
         )
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.chunks():
                 out = self._guarded(ctx, stream, functools.partial(stream.feed, chunk))
                 if out:
@@ -321,7 +333,9 @@ class UpstreamClient:
         except UpstreamFailed:
             await self._aborted(response, ctx, upstream, sse=True)
             return response
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            return self._client_gone(upstream, response)
+        except asyncio.CancelledError:
             upstream.close()
             raise
         await response.write_eof()

@@ -52,19 +52,37 @@ class SSEParser:
         self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            return self._feed_any(buffer)
+        # No CR anywhere (the common case): events end at a blank line, "\n\n", and a plain split finds them.
+        parts = buffer.split(b"\n\n")
+        self._buffer = parts.pop()
+        self._check()
+        events: list[Event] = []
+        for part in parts:
+            if part.startswith(b"data: ") and b"\n" not in part:  # one single-line data field
+                events.append(Event(part + b"\n\n", "", part[6:].decode("utf-8", "replace")))
+            else:
+                events.append(parse_event(part + b"\n\n"))
+        return events
+
+    def _feed_any(self, buffer: bytes) -> list[Event]:
         events: list[Event] = []
         start = 0
         while True:
-            found = _BOUNDARY.search(self._buffer, start)
+            found = _BOUNDARY.search(buffer, start)
             if found is None:
                 break
-            events.append(parse_event(self._buffer[start : found.end()]))
+            events.append(parse_event(buffer[start : found.end()]))
             start = found.end()
-        self._buffer = self._buffer[start:]
+        self._buffer = buffer[start:]
+        self._check()
+        return events
+
+    def _check(self) -> None:
         if len(self._buffer) > self._max:
             raise SSEError(f"an event exceeded {self._max} bytes")
-        return events
 
     def close(self) -> Event | None:
         """The stream ended: whatever is left is a final, unterminated event (or nothing)."""

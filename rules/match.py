@@ -76,6 +76,7 @@ class Matcher:
         self.has_redact = any(rule.action == "redact" for rule in rules)
         self.has_regex_redact = any(rule.action == "redact" for rule, _ in self._regexes)
         self.longest_literal = max((len(key) for key in grouped), default=0)
+        self.longest_factor = max((len(factor) for factor in factors), default=0)
         self._budget = regex_budget
         self._index: LiteralIndex | None = None
         if grouped:
@@ -128,8 +129,25 @@ class Matcher:
             found.update(indexes)
         return sorted(found)
 
-    def scan_regexes(self, view: str, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
-        for index in self._candidates(view):
+    @property
+    def always(self) -> list[int]:
+        """The regexes without a required literal factor: every text is a candidate for them."""
+        return self._always
+
+    def factor_hits(self, view: str) -> set[int]:
+        """The regexes one of whose required factors occurs in the light view `view`."""
+        found: set[int] = set()
+        if self._prefilter is not None:
+            for _, indexes in self._prefilter.iter(view):
+                found.update(indexes)
+        return found
+
+    def scan_regexes(
+        self, view: str, accept: Callable[[Rule], bool] | None = None, candidates: Sequence[int] | None = None
+    ) -> Iterator[Hit]:
+        """Regex hits in a light view: of the regexes `candidates` names, or else of those the prefilter
+        finds candidates in `view`."""
+        for index in self._candidates(view) if candidates is None else candidates:
             rule, pattern = self._regexes[index]
             if accept is not None and not accept(rule):
                 continue

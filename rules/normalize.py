@@ -154,11 +154,37 @@ class Detail:
 
 
 def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True) -> Detail:
+    out, origin, boundary, soft, trailing = compact_maps(text, offset, boundary_at_start)
+    return Detail(out, tuple(origin), tuple(boundary), tuple(soft), len(text) + offset, trailing)
+
+
+# For each ASCII code: (its compact character or "", from a leet symbol, a separator).
+_ASCII_FOLD = [(_ASCII_COMPACT[code], chr(code) in LEET_SYMBOLS, not _ASCII_COMPACT[code]) for code in range(128)]
+
+
+def compact_maps(
+    text: str, offset: int = 0, boundary_at_start: bool = True
+) -> tuple[str, list[int], list[bool], list[bool], bool]:
+    """The compact view of `text` with its per-character maps (see Detail) and whether the text ends
+    at a word boundary."""
     out: list[str] = []
     origin: list[int] = []
     boundary: list[bool] = []
     soft: list[bool] = []
     pending = boundary_at_start
+    if text.isascii():  # every character folds to at most one, by table
+        fold = _ASCII_FOLD
+        for index, code in enumerate(text.encode()):
+            folded, is_soft, separator = fold[code]
+            if folded:
+                out.append(folded)
+                origin.append(index + offset)
+                boundary.append(pending)
+                soft.append(is_soft)
+                pending = False
+            elif separator:
+                pending = True
+        return "".join(out), origin, boundary, soft, pending
     for index, char in enumerate(text):
         folded = _fold_char(char)
         if folded:
@@ -171,7 +197,7 @@ def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True
                 pending = False
         elif _char_class(char) == 1:
             pending = True
-    return Detail("".join(out), tuple(origin), tuple(boundary), tuple(soft), len(text) + offset, pending)
+    return "".join(out), origin, boundary, soft, pending
 
 
 def light_detail(text: str) -> Detail:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rules.match import Hit, Matcher
 from rules.model import Rule
-from rules.normalize import Detail, compact_detail, light, light_detail
+from rules.normalize import Detail, compact_maps, light, light_detail
 from rules.redact import merge
 
 REDACTION = "[REDACTED]"
@@ -53,6 +53,12 @@ class StreamScanner:
         self._received = 0
         self._redactions: list[tuple[int, int]] = []
         self._seen: set[tuple[str, int, int]] = set()
+        # Regexes whose required factor was seen, with the input position it was seen by: only they (and
+        # factor-less regexes) can match in the window, so a piece without factors costs no regex search.
+        self._armed: dict[int, int] = {}
+        self._overlap = max(matcher.longest_factor - 1, 0)
+        self._factor_context = ""  # the last `_overlap` characters fed: a factor may span two pieces
+        self._always = frozenset(matcher.always)
         self.blocked: Rule | None = None
 
     @property
@@ -63,15 +69,25 @@ class StreamScanner:
     def feed(self, text: str) -> Emission:
         if self.blocked is not None:
             return Emission(blocked=self.blocked)
-        detail = compact_detail(text, offset=self._received, boundary_at_start=self._trailing_boundary)
-        self._norm += detail.text
-        self._origin.extend(detail.origin)
-        self._boundary.extend(detail.boundary_before)
-        self._soft.extend(detail.soft)
-        self._trailing_boundary = detail.trailing_boundary
+        view, origin, boundary, soft, self._trailing_boundary = compact_maps(
+            text, self._received, self._trailing_boundary
+        )
+        self._norm += view
+        self._origin += origin
+        self._boundary += boundary
+        self._soft += soft
         self._pending += text
         self._received += len(text)
+        if self._matcher.has_regex:
+            self._arm(text)
         return self._step(finished=False)
+
+    def _arm(self, text: str) -> None:
+        piece = self._factor_context + text
+        for index in self._matcher.factor_hits(light(piece)):
+            self._armed[index] = self._received
+        if self._overlap:
+            self._factor_context = piece[-self._overlap :]
 
     def finish(self) -> Emission:
         """The stream ended: decide what was held and send the rest."""
@@ -131,12 +147,18 @@ class StreamScanner:
         return undecided
 
     def _scan_regexes(self, emission: Emission, finished: bool) -> bool:
-        window = self._sent_tail + self._pending
         base = self._sent - len(self._sent_tail)
+        armed = self._armed
+        for index in [index for index, seen in armed.items() if seen <= base]:
+            del armed[index]  # its factor has left the window
+        if not armed and not self._always:
+            return False
+        candidates = sorted(self._always | armed.keys())
+        window = self._sent_tail + self._pending
         view = light(window)  # one C-level pass; the per-character map only when a regex matches
         detail: Detail | None = None
         undecided = False
-        for hit in self._matcher.scan_regexes(view, self._accept):
+        for hit in self._matcher.scan_regexes(view, self._accept, candidates):
             detail = detail or light_detail(window)
             start, end = detail.original_span(hit.start, hit.end)
             if base + end <= self._sent:
@@ -157,7 +179,7 @@ class StreamScanner:
         if self._regex_hold:
             end = min(end, self._received - self._regex_hold)
         end = max(end, self._sent)
-        for start, stop in merge(self._redactions):
+        for start, stop in merge(self._redactions) if self._redactions else ():
             if start < end < stop:
                 end = stop  # a complete span: send it, replaced, in one go
         return end
@@ -166,6 +188,11 @@ class StreamScanner:
         if end <= self._sent:
             return ""
         chunk = self._pending[: end - self._sent]
+        if not self._redactions:
+            self._pending = self._pending[end - self._sent :]
+            self._sent_tail = (self._sent_tail + chunk)[-REGEX_WINDOW:]
+            self._sent = end
+            return chunk
         out: list[str] = []
         cursor = self._sent
         for start, stop in merge(self._redactions):
@@ -188,4 +215,5 @@ class StreamScanner:
             self._norm = self._norm[cut:]
             del self._origin[:cut], self._boundary[:cut], self._soft[:cut]
             self._trimmed = True
-        self._seen = {key for key in self._seen if key[2] > self._sent}
+        if self._seen:
+            self._seen = {key for key in self._seen if key[2] > self._sent}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -201,3 +202,48 @@ async def test_slow_clients_do_not_starve_others(stack: Stack) -> None:
     finally:
         for writer in idle:
             writer.close()
+
+
+@pytest.mark.parametrize("content_type", ["text/event-stream", "application/octet-stream"])
+@pytest.mark.parametrize("leaves", ["before the answer", "mid-answer"])
+async def test_a_client_leaving_is_not_logged_as_an_error(
+    aiohttp_server: Any, make_stack: StackFactory, caplog: pytest.LogCaptureFixture, content_type: str, leaves: str
+) -> None:
+    stopped = asyncio.Event()
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        try:
+            if leaves == "before the answer":
+                await asyncio.sleep(0.3)  # the client is gone before the headers come back
+            await response.prepare(request)
+            for index in range(200):
+                await response.write(f"data: part {index}\n\n".encode())
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, asyncio.CancelledError):
+            stopped.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", trickle)
+    server = await aiohttp_server(app)
+    stack = await make_stack(upstream=str(server.make_url("")))
+    await stack.push({"pattern": "never said", "applies_to": "output"})
+    reader, writer = await asyncio.open_connection(stack.gateway.server.host, stack.gateway.server.port)
+    body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    if leaves == "mid-answer":
+        await reader.readuntil(b"part 0")
+    writer.close()
+    if leaves == "mid-answer":
+        await asyncio.wait_for(stopped.wait(), 10)  # the upstream's answer was stopped
+    else:
+        await asyncio.sleep(0.6)  # the gateway drops the exchange (it may never reach the upstream)
+    await asyncio.sleep(0.1)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

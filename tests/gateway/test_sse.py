@@ -43,6 +43,20 @@ def test_any_byte_chunking_gives_the_same_events(cuts: list[int]) -> None:
     assert _parse(chunks) == _parse([STREAM])
 
 
+LF_STREAM = STREAM.replace(b"\r\n", b"\n") + b'data: {"b": 2}\n\n\ndata: x\n\n: c\n\ndata: end'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(LF_STREAM)), max_size=20))
+def test_any_chunking_of_a_stream_without_cr_gives_the_same_events(cuts: list[int]) -> None:
+    bounds = [0, *sorted(set(cuts)), len(LF_STREAM)]
+    chunks = [LF_STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    whole = _parse([LF_STREAM])
+    assert _parse(chunks) == whole
+    assert b"".join(raw for _, _, raw in whole) == LF_STREAM
+    assert [data for _, data, _ in whole][-3:] == ["x", "", "end"]
+
+
 def test_unterminated_final_event_is_returned_on_close() -> None:
     assert _parse([b"data: tail"]) == [("", "tail", b"data: tail")]
 
@@ -54,3 +68,17 @@ def test_an_endless_event_is_an_error() -> None:
     except SSEError:
         return
     raise AssertionError("no SSEError")
+
+
+def test_one_event_per_chunk_reads_like_one_whole_stream() -> None:
+    events = [
+        b'data: {"a": 1}\n\n',
+        b"data:  two spaces\n\n",
+        b"data: \xe2\x98\x83 snow\n\n",
+        b"data: \n\n",
+        b"data: x\r\n\r\n",
+        b"data: a\ndata: b\n\n",
+        b"data: [DONE]\n\n",
+    ]
+    assert _parse(events) == _parse([b"".join(events)])
+    assert [data for _, data, _ in _parse(events)][:4] == ['{"a": 1}', " two spaces", "☃ snow", ""]
