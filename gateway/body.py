@@ -31,6 +31,15 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise BodyTooLarge
     check_encoding(request)
+    content = request.content
+    try:
+        if content.is_eof():  # all of it has arrived (a typical chat request): no reading loop
+            whole = content.read_nowait()
+            if len(whole) > limit:
+                raise BodyTooLarge
+            return whole
+    except HttpProcessingError as exc:
+        raise UnsupportedEncoding(f"body could not be decoded ({exc.message})") from None
     chunks: list[bytes] = []
     size = 0
     try:

@@ -84,8 +84,11 @@ class ProxyHandler:
         request_id = new_request_id()
         snapshot = self._holder.snapshot  # one consistent policy for the whole request
         try:
-            async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
-                body = await read_body(request, self._max_body)
+            if request.content.is_eof():
+                body = await read_body(request, self._max_body)  # already here: nothing to wait for
+            else:
+                async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
+                    body = await read_body(request, self._max_body)
             extracted = extract(request.headers.get("Content-Type", ""), body)
             if extracted.document is not None:
                 check_shape(request.path, extracted.document)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -207,7 +206,7 @@ class UpstreamClient:
         kept = 0
         try:
             await response.prepare(request)
-            async for chunk in upstream.chunks():
+            while chunk := await upstream.read():
                 await self._write(request, response, chunk)
                 if keep and kept < CAPTURE_LIMIT:
                     copy.append(chunk)
@@ -223,7 +222,8 @@ class UpstreamClient:
         except asyncio.CancelledError:
             upstream.close()
             raise
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left as the answer ended
+            await response.write_eof()
         return response
 
     async def _relay_whole(
@@ -291,10 +291,10 @@ class UpstreamClient:
         upstream.close()
         return response
 
-    def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[[], bytes]) -> bytes:
+    def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[..., bytes], *args: bytes) -> bytes:
         """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
         try:
-            return step()
+            return step(*args)
         except Exception:
             self._metrics.filter_faults.labels("output_scan").inc()
             log.exception("stream scan failed; cutting response %s", ctx.request_id)
@@ -319,8 +319,8 @@ class UpstreamClient:
         )
         try:
             await response.prepare(request)
-            async for chunk in upstream.chunks():
-                out = self._guarded(ctx, stream, functools.partial(stream.feed, chunk))
+            while chunk := await upstream.read():
+                out = self._guarded(ctx, stream, stream.feed, chunk)
                 if out:
                     await self._write(request, response, out)
                 if stream.cut:
@@ -338,7 +338,8 @@ class UpstreamClient:
         except asyncio.CancelledError:
             upstream.close()
             raise
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left as the answer ended
+            await response.write_eof()
         return response
 
 
@@ -355,7 +356,7 @@ class _TooLarge(Exception):
 async def _read_limited(upstream: Answer, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in upstream.chunks():
+    while chunk := await upstream.read():
         size += len(chunk)
         if size > limit:
             raise _TooLarge

@@ -24,7 +24,6 @@ import asyncio
 import collections
 import ssl
 import zlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -293,23 +292,22 @@ class Answer:
         connection = self._connection
         if connection is None:
             return b""
-        data = await connection.read()
-        if self._inflate is None:
-            return data
-        try:
-            if not data:
-                return self._inflate.flush()
-            return self._inflate.decompress(data)
-        except zlib.error:
-            if self._inflate_raw:  # "deflate" is sometimes sent without the zlib header
-                self._inflate_raw = False
+        while True:
+            data = await connection.read()
+            if self._inflate is None:
+                return data
+            try:
+                if not data:
+                    return self._inflate.flush()
+                if inflated := self._inflate.decompress(data):
+                    return inflated  # else only a header arrived so far: read on
+            except zlib.error:
+                if not self._inflate_raw:
+                    raise UpstreamFailed("the upstream's compressed answer is corrupt") from None
+                self._inflate_raw = False  # "deflate" is sometimes sent without the zlib header
                 self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-                return self._inflate.decompress(data)
-            raise UpstreamFailed("the upstream's compressed answer is corrupt") from None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while data := await self.read():
-            yield data
+                if inflated := self._inflate.decompress(data):
+                    return inflated
 
     def release(self) -> None:
         """Done with the answer: its connection goes back to the pool if it was read to the end."""

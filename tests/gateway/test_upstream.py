@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.upstream import (
     _HIGH_WATER,
+    Answer,
     Origin,
     UndecodableAnswer,
     UpstreamFailed,
@@ -86,10 +87,17 @@ def head(path: str = "/x", method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
 
 
+async def rest_of(answer: Answer) -> bytes:
+    parts = []
+    while part := await answer.read():
+        parts.append(part)
+    return b"".join(parts)
+
+
 async def read_all(pool: UpstreamPool, origin: Origin, method: str = "GET", **kwargs: Any) -> tuple[int, bytes]:
     answer = await pool.request(origin, method, head(method=method), b"", **kwargs)
     try:
-        return answer.status, b"".join([chunk async for chunk in answer.chunks()])
+        return answer.status, await rest_of(answer)
     finally:
         answer.release()
 
@@ -136,8 +144,7 @@ async def test_a_broken_answer_on_a_reused_connection_is_not_retried(raw_server:
     assert await read_all(pool, raw.origin) == (200, b"ok")
     answer = await pool.request(raw.origin, "GET", head(), b"")
     with pytest.raises(UpstreamFailed):
-        async for _ in answer.chunks():
-            pass
+        await rest_of(answer)
     answer.release()
     assert raw.connections == 1  # the upstream had started answering: no second attempt
 
@@ -270,10 +277,10 @@ async def test_compressed_answers_are_inflated_only_when_asked(raw_server: Any, 
     raw = await raw_server(script)
     for kind, body in bodies.items():
         answer = await pool.request(raw.origin, "GET", head(f"/{kind}"), b"", decode=True)
-        assert b"".join([chunk async for chunk in answer.chunks()]) == text, kind
+        assert await rest_of(answer) == text, kind
         answer.release()
         answer = await pool.request(raw.origin, "GET", head(f"/{kind}"), b"")
-        assert b"".join([chunk async for chunk in answer.chunks()]) == body, kind
+        assert await rest_of(answer) == body, kind
         answer.release()
     with pytest.raises(UndecodableAnswer):
         await pool.request(raw.origin, "GET", head("/br"), b"", decode=True)
@@ -314,3 +321,23 @@ async def test_expect_and_a_callers_request_id_are_not_forwarded(stack: Any) -> 
     assert not any(name == "expect" for name, _ in echoed)
     ids = [value for name, value in echoed if name == "x-containment-request-id"]
     assert ids == [response.headers["X-Containment-Request-Id"]]
+
+
+async def test_a_compressed_answer_arriving_header_first_is_read_whole(raw_server: Any, pool: UpstreamPool) -> None:
+    text = b'{"answer": "all of it"}' * 20
+    body = gzip.compress(text)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await raw.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (body[:10], body[10:]):  # the gzip header alone inflates to nothing
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await reader.read()
+
+    raw = await raw_server(script)
+    answer = await pool.request(raw.origin, "GET", head(), b"", decode=True)
+    assert await rest_of(answer) == text
+    answer.release()
