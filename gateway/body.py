@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,7 @@ def check_encoding(request: web.Request) -> None:
         raise UnsupportedEncoding(encoding)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies, request after request
 def _parse_ip(value: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(value.strip().strip("[]"))

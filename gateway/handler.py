@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import os
@@ -23,11 +22,13 @@ from gateway.proxy import UpstreamClient
 from gateway.refusals import refusal_response, reply_response
 from gateway.routing import Router
 from gateway.telemetry import Telemetry
-from gateway.verdict import CONTINUE, Refusal, Reply, Verdict
+from gateway.verdict import CONTINUE, Continue, Refusal, Reply, Verdict
 from rules.compile import Network
 from rules.model import utcnow
 
 log = logging.getLogger(__name__)
+
+_VERDICTS = (Continue, Refusal, Reply)
 
 FAULT = Refusal(
     status=503,
@@ -124,7 +125,12 @@ class ProxyHandler:
             stream=extracted.stream,
         )
         for request_filter in self._chain:
-            verdict = await self._run(request_filter, ctx)
+            try:
+                verdict = request_filter.on_request(ctx)
+                if not isinstance(verdict, _VERDICTS):  # a filter that had to wait for I/O
+                    verdict = await verdict
+            except Exception:
+                verdict = self._faulted(request_filter, ctx)
             if verdict is not CONTINUE:
                 self._metrics.child(self._metrics.gateway_seconds, route.name).observe(time.perf_counter() - started)
                 if isinstance(verdict, Reply):
@@ -151,16 +157,11 @@ class ProxyHandler:
         self._telemetry.finish(ctx, response.status, outcome)
         return response
 
-    async def _run(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
-        try:
-            verdict = request_filter.on_request(ctx)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            return verdict
-        except Exception:
-            self._metrics.filter_faults.labels(request_filter.name).inc()
-            log.exception("filter %s failed; refusing request %s", request_filter.name, ctx.request_id)
-            return FAULT
+    def _faulted(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
+        """A filter failed: fail closed."""
+        self._metrics.filter_faults.labels(request_filter.name).inc()
+        log.exception("filter %s failed; refusing request %s", request_filter.name, ctx.request_id)
+        return FAULT
 
     def _refuse(self, refusal: Refusal, request_id: str, route: str) -> web.Response:
         self._metrics.child(self._metrics.requests, route, refusal.action).inc()

@@ -28,7 +28,7 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "containment_upstream_errors",
-            "Upstream failures, by route and kind (unavailable, timeout, stream_aborted).",
+            "Upstream failures, by route and kind (unavailable, timeout, stream_aborted, too_large, undecodable).",
             ["route", "kind"],
             registry=registry,
         )
