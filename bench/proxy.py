@@ -5,8 +5,9 @@ side in one run, with 100k literal + 100 regex rules loaded (input and output sc
     .venv/bin/python bench/proxy.py --seconds 10 --literals 100000 --regexes 100
 
 For each mode (non-streaming, streaming with 20 chunks) and concurrency (1, 32): requests per second,
-p50/p99 latency, the ratio to direct, and the gateway's CPU time per request (from /proc). Bounded by
---seconds per run; starts and stops its own processes.
+p50/p99 latency, the ratio to direct, and the gateway's CPU time per request (from /proc). Direct and
+gateway runs alternate for --rounds rounds and the round with the median ratio is reported (a shared
+machine's speed drifts between runs). Bounded by --seconds per run; starts and stops its own processes.
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--literals", type=int, default=100_000)
     parser.add_argument("--regexes", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/gateway rounds per cell (median)")
     parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
@@ -193,27 +195,35 @@ def main() -> None:
     try:
         time.sleep(1.0)
         asyncio.run(load_rules(admin_port, gw_port, args.literals, args.regexes))
-        time.sleep(8)  # with Hyperscan installed, its build of the policy replaces pyahocorasick's by then
+        # With Hyperscan installed, its build of the policy replaces pyahocorasick's by then (heap trimmed).
+        time.sleep(12)
         gateway_pid = processes[1].pid
         rss = rss_mb(gateway_pid)
         for stream in (False, True):
             payload = body(stream)
             for concurrency in (1, 32):
-                direct = measure(
-                    f"http://127.0.0.1:{mock_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
-                )
-                cpu_before = cpu_seconds(gateway_pid)
-                through = measure(
-                    f"http://127.0.0.1:{gw_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
-                )
-                through.cpu_us = (cpu_seconds(gateway_pid) - cpu_before) / through.requests * 1e6
+                pairs = []
+                for _ in range(args.rounds):  # alternating, so that both sides see the same machine
+                    direct = measure(
+                        f"http://127.0.0.1:{mock_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
+                    )
+                    cpu_before = cpu_seconds(gateway_pid)
+                    through = measure(
+                        f"http://127.0.0.1:{gw_port}/v1/chat/completions", payload, concurrency, args.seconds, use_wrk
+                    )
+                    through.cpu_us = (cpu_seconds(gateway_pid) - cpu_before) / through.requests * 1e6
+                    pairs.append((direct, through))
+                # the round with the median ratio stands for the cell
+                pairs.sort(key=lambda pair: pair[1].rps / pair[0].rps)
+                direct, through = pairs[len(pairs) // 2]
                 rows.append((stream, concurrency, direct, through))
     finally:
         for process in processes:
             process.terminate()
     client = "wrk (1 thread)" if use_wrk else "Python aiohttp client"
     print(
-        f"client: {client}; {args.seconds:.0f} s per run; {args.literals:,} literals + {args.regexes} regexes "
+        f"client: {client}; {args.seconds:.0f} s per run, median of {args.rounds} alternating rounds; "
+        f"{args.literals:,} literals + {args.regexes} regexes "
         f"(input and output); gateway RSS {rss:.0f} MB"
     )
     print()
