@@ -68,13 +68,15 @@ class MemoryRateLimiter:
         for bucket in buckets:
             if math.isinf(bucket.interval):  # throttled to zero
                 return Decision(False, 0, 0, 60.0)
-            tat = max(self._tat.get(bucket.key, now), now)
-            wait = tat - now - bucket.tolerance
+            ahead = max(self._tat.get(bucket.key, now) - now, 0.0)  # how far the bucket's TAT runs ahead
+            wait = ahead - bucket.tolerance
             if wait > 0:
                 retry_after = max(retry_after, wait)
                 continue
-            new_tat = tat + bucket.interval
-            left = math.floor((bucket.tolerance - (new_tat - now)) / bucket.interval) + 1
+            new_tat = now + ahead + bucket.interval
+            # Computed from `ahead`, not as new_tat - now: at clock values like 1e5 s that difference
+            # is not exactly the interval, and a fresh bucket would report one request fewer left.
+            left = math.floor((bucket.tolerance - ahead - bucket.interval) / bucket.interval + 1e-9) + 1
             if left < remaining:
                 remaining, limit = left, bucket.requests
             planned.append((bucket.key, new_tat))
