@@ -32,6 +32,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 _HIGH_WATER = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # an upstream's status line and headers, all together
 DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
@@ -85,6 +86,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.reason = ""
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self.head: asyncio.Future[None] | None = None
         self.complete = False
         self.keep_alive = False
@@ -140,11 +142,15 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise UpstreamFailed(f"the upstream's headers exceed {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self.raw_headers = []  # an interim answer (100 Continue, 103 Early Hints): wait for the final one
+            self._head_bytes = 0
             return
         self.status = status
         if self.head is not None and not self.head.done():

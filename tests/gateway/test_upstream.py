@@ -341,3 +341,17 @@ async def test_a_compressed_answer_arriving_header_first_is_read_whole(raw_serve
     answer = await pool.request(raw.origin, "GET", head(), b"", decode=True)
     assert await rest_of(answer) == text
     answer.release()
+
+
+async def test_endless_headers_from_the_upstream_fail(raw_server: Any, pool: UpstreamPool) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await raw.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for index in range(10_000):  # far past the limit, and never ending the head
+            writer.write(f"X-Filler-{index}: {'y' * 64}\r\n".encode())
+            await writer.drain()
+        await reader.read()
+
+    raw = await raw_server(script)
+    with pytest.raises(UpstreamFailed, match="malformed"):
+        await asyncio.wait_for(pool.request(raw.origin, "GET", head(), b""), 5)
