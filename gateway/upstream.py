@@ -382,7 +382,11 @@ class UpstreamPool:
             raise
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> _Connection:
-        context = (self._ssl or ssl.create_default_context()) if origin.tls else None
+        context = None
+        if origin.tls:
+            if self._ssl is None:  # the system's CAs (or SSL_CERT_FILE / SSL_CERT_DIR), loaded once
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(

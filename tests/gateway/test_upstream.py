@@ -355,3 +355,47 @@ async def test_endless_headers_from_the_upstream_fail(raw_server: Any, pool: Ups
     raw = await raw_server(script)
     with pytest.raises(UpstreamFailed, match="malformed"):
         await asyncio.wait_for(pool.request(raw.origin, "GET", head(), b""), 5)
+
+
+@pytest.fixture
+def certificate(tmp_path: Any) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1: (cert, key) paths."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def test_an_https_upstream_is_verified_and_spoken_to_over_tls(certificate: tuple[str, str]) -> None:
+    import ssl
+
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    origin = Origin.parse(f"https://127.0.0.1:{port}")
+    assert origin.tls and origin.host_header == f"127.0.0.1:{port}"
+    trusting = ssl.create_default_context(cafile=cert)
+    upstream = UpstreamPool(connect_timeout=2, read_timeout=2, ssl_context=trusting)
+    untrusting = UpstreamPool(connect_timeout=2, read_timeout=2)  # the system's CAs do not know this cert
+    try:
+        assert await read_all(upstream, origin) == (200, b"ok")
+        with pytest.raises(UpstreamFailed):
+            await untrusting.request(origin, "GET", head(), b"")
+    finally:
+        await upstream.close()
+        await untrusting.close()
+        server.close()
