@@ -154,6 +154,16 @@ async def test_a_10k_rule_push_under_traffic_fails_no_request(stack: Stack) -> N
     assert blocked.status == 400
 
 
+async def _in_front_of(
+    aiohttp_server: Any, make_stack: StackFactory, method: str, path: str, handler: Any, **overrides: Any
+) -> Stack:
+    """A gateway stack whose upstream is one handler on one route."""
+    app = web.Application()
+    app.router.add_route(method, path, handler)
+    server = await aiohttp_server(app)
+    return await make_stack(upstream=str(server.make_url("")), **overrides)
+
+
 async def test_a_client_that_stops_reading_is_let_go(aiohttp_server: Any, make_stack: StackFactory) -> None:
     stopped = asyncio.Event()
 
@@ -168,10 +178,7 @@ async def test_a_client_that_stops_reading_is_let_go(aiohttp_server: Any, make_s
             raise
         return response
 
-    app = web.Application()
-    app.router.add_get("/big", firehose)
-    server = await aiohttp_server(app)
-    stack = await make_stack(upstream=str(server.make_url("")), client_write_timeout_seconds=0.5)
+    stack = await _in_front_of(aiohttp_server, make_stack, "GET", "/big", firehose, client_write_timeout_seconds=0.5)
     reader, writer = await asyncio.open_connection(stack.gateway.server.host, stack.gateway.server.port)
     writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
     await writer.drain()
@@ -225,10 +232,7 @@ async def test_a_client_leaving_is_not_logged_as_an_error(
             raise
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", trickle)
-    server = await aiohttp_server(app)
-    stack = await make_stack(upstream=str(server.make_url("")))
+    stack = await _in_front_of(aiohttp_server, make_stack, "POST", "/v1/chat/completions", trickle)
     await stack.push({"pattern": "never said", "applies_to": "output"})
     reader, writer = await asyncio.open_connection(stack.gateway.server.host, stack.gateway.server.port)
     body = b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
