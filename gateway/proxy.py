@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -60,22 +60,13 @@ OUTPUT_FAULT = Refusal(
 )
 
 
-def _connection_tokens(values: Iterable[str]) -> set[str]:
-    return {token.strip().lower() for value in values for token in value.split(",")}
-
-
-def end_to_end(
-    headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str] = _REWRITTEN
-) -> CIMultiDict[str]:
-    """Headers minus hop-by-hop ones, including any that `Connection` names."""
-    named = _connection_tokens(headers.getall("Connection", ()))
-    out: CIMultiDict[str] = CIMultiDict()
+def end_to_end(headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """The headers minus hop-by-hop ones (including any that `Connection` names) and those in `drop`."""
+    named = {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in named or lowered in drop:
-            continue
-        out.add(name, value)
-    return out
+        if lowered not in HOP_BY_HOP and lowered not in named and lowered not in drop:
+            yield name, value
 
 
 def decodable_only(accept_encoding: str) -> str:
@@ -87,14 +78,9 @@ def decodable_only(accept_encoding: str) -> str:
 def request_head(request: web.Request, origin: Origin, request_id: str, body: bytes, *, inspecting: bool) -> bytes:
     """The request line and headers for the upstream hop: the caller's end-to-end headers unchanged,
     Host and Content-Length for the new hop, the request id added, nothing invented."""
-    headers = request.headers
-    named = _connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()
     lines = [f"{request.method} {origin.path_prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in _REWRITTEN or lowered in named:
-            continue
-        if inspecting and lowered == "accept-encoding":
+    for name, value in end_to_end(request.headers, drop=_REWRITTEN):
+        if inspecting and name.lower() == "accept-encoding":
             value = decodable_only(value)  # an answer the gateway must read has to arrive in a coding it can undo
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"{REQUEST_ID_HEADER}: {request_id}\r\n")
@@ -177,8 +163,8 @@ class UpstreamClient:
                 _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
                 ctx.request_id,
             )
-        self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
         try:
+            self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
             content_type = upstream.headers.get("Content-Type", "").lower()
             if inspector is not None and content_type.startswith("text/event-stream"):
                 return await self._relay_stream(request, ctx, upstream, inspector)
@@ -189,7 +175,7 @@ class UpstreamClient:
             upstream.release()
 
     def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> CIMultiDict[str]:
-        headers = end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset())
+        headers = CIMultiDict(end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset()))
         headers[REQUEST_ID_HEADER] = ctx.request_id
         headers.update(ctx.response_headers)
         return headers
