@@ -10,7 +10,7 @@ are scanned as raw text; other binary types (audio, images, multipart uploads) a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -64,20 +64,37 @@ def _scannable(value: str) -> bool:
     return not (value.startswith("data:") and ";base64," in value[:100])
 
 
-def scan_strings(value: object, depth: int = 0) -> Iterator[str]:
+def scan_strings(value: object) -> list[str]:
     """Every string value of a JSON document worth scanning, depth-first."""
-    if depth > MAX_DEPTH:
-        raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    found: list[str] = []
+    _collect(value, found, 0)
+    return found
+
+
+def _collect(value: object, found: list[str], depth: int) -> None:
+    """Strings are taken where they stand (no call per leaf); every value below `depth` counts as one
+    level deeper, as MAX_DEPTH means."""
     if isinstance(value, str):
         if _scannable(value):
-            yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if key not in IDENTIFIER_KEYS or not isinstance(item, str):
-                yield from scan_strings(item, depth + 1)
+            found.append(value)
+        return
+    if isinstance(value, dict):
+        items: Iterable[object] = (
+            item for key, item in value.items() if key not in IDENTIFIER_KEYS or not isinstance(item, str)
+        )
     elif isinstance(value, list):
-        for item in value:
-            yield from scan_strings(item, depth + 1)
+        items = value
+    else:
+        return
+    deeper = depth + 1
+    for item in items:
+        if deeper > MAX_DEPTH:
+            raise BodyError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            if _scannable(item):
+                found.append(item)
+        elif isinstance(item, (dict, list)):
+            _collect(item, found, deeper)
 
 
 def rewrite_strings(value: object, replacements: dict[int, str]) -> object:
