@@ -126,16 +126,38 @@ class StreamPiece:
     ends_all: bool = False
 
 
+_CHOICE_KEYS = {index: f"choice:{index}" for index in range(8)}
+
+
 def classify(event: Event) -> StreamPiece:
-    if event.is_done:
+    data = event.data
+    if data == "[DONE]" or event.is_done:
         return StreamPiece(None, "done", [], [], ends_all=True)
     try:
-        document = orjson.loads(event.data) if event.data else None
+        document = orjson.loads(data) if data else None
     except orjson.JSONDecodeError:
         document = None
     if not isinstance(document, dict):
-        return StreamPiece(None, "raw", [("raw", event.data)] if event.data else [], [])
+        return StreamPiece(None, "raw", [("raw", data)] if data else [], [])
     kind = document.get("object")
+    if kind == "chat.completion.chunk":  # the common case, first
+        choices = document.get("choices")
+        if isinstance(choices, list):
+            texts, ends = [], []
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    continue
+                index = choice.get("index", 0)
+                key = _CHOICE_KEYS.get(index) if isinstance(index, int) else None
+                key = key or f"choice:{index}"
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    content = delta.get("content")
+                    if isinstance(content, str) and content:
+                        texts.append((key, content))
+                if choice.get("finish_reason") is not None:
+                    ends.append(key)
+            return StreamPiece(document, "chat", texts, ends)
     if kind in ("chat.completion.chunk", "text_completion") and isinstance(document.get("choices"), list):
         texts, ends = [], []
         for choice in document["choices"]:

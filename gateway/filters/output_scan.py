@@ -212,6 +212,8 @@ class StreamInspector:
         return b"".join(out) + self._finish_then(piece, tail)
 
     def _finish_then(self, piece: StreamPiece, raw: bytes) -> bytes:
+        if not piece.ends and not piece.ends_all:
+            return raw  # nothing ends here (most events)
         closing = self._finish(list(self._scanners) if piece.ends_all else piece.ends)
         return closing if self.cut else closing + raw
 
