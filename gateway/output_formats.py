@@ -148,7 +148,7 @@ def classify(event: Event) -> StreamPiece:
                 if not isinstance(choice, dict):
                     continue
                 index = choice.get("index", 0)
-                key = _CHOICE_KEYS.get(index) if isinstance(index, int) else None
+                key = _CHOICE_KEYS.get(index) if type(index) is int else None  # not bool: True is "choice:True"
                 key = key or f"choice:{index}"
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
