@@ -69,7 +69,7 @@ def main() -> None:
             }
             command = [python, "-m", "admin.cli", "serve", "--upstream", f"http://127.0.0.1:{mock_port}"]
             command += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
-            command += ["--state-dir", tempfile.mkdtemp(prefix="containment-ab-state-"), "--log-level", "warning"]
+            command += ["--state-dir", tempfile.mkdtemp(dir=scratch), "--log-level", "warning"]
             process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL)
             gateways.append((revision, process, port, admin))
         time.sleep(2)
