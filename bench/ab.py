@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.proxy import TEXT, TOKEN, body, cpu_seconds, load_rules, measure  # noqa: E402
-from bench.push import free_port  # noqa: E402
+from bench.processes import start_gateway, start_mock  # noqa: E402
+from bench.proxy import TEXT, body, cpu_seconds, load_rules, measure  # noqa: E402
 
 
 def checkout(revision: str, into: Path) -> Path:
@@ -50,27 +49,13 @@ def main() -> None:
         raise SystemExit("bench/ab.py needs wrk (apt-get install wrk)")
     scratch = Path(tempfile.mkdtemp(prefix="containment-ab-"))
     trees = [checkout(revision, scratch) for revision in args.revisions]
-    mock_port = free_port()
-    python = sys.executable
-    mock = subprocess.Popen(
-        [python, "-m", "admin.cli", "mock-upstream", "--port", str(mock_port), "--chunk-chars", str(len(TEXT) // 20)],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
+    mock, mock_port = start_mock(chunk_chars=len(TEXT) // 20)
     gateways: list[tuple[str, subprocess.Popen[bytes], int, int]] = []
     try:
         for revision, tree in zip(args.revisions, trees, strict=True):
-            port, admin = free_port(), free_port()
-            env = {
-                **os.environ,
-                "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}",
-                "CONTAINMENT_SAMPLE_RATE": "0",
-                "PYTHONPATH": str(tree),
-            }
-            command = [python, "-m", "admin.cli", "serve", "--upstream", f"http://127.0.0.1:{mock_port}"]
-            command += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
-            command += ["--state-dir", tempfile.mkdtemp(dir=scratch), "--log-level", "warning"]
-            process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL)
+            process, port, admin = start_gateway(
+                mock_port, state_dir=tempfile.mkdtemp(dir=scratch), env={"CONTAINMENT_SAMPLE_RATE": "0"}, tree=tree
+            )
             gateways.append((revision, process, port, admin))
         time.sleep(2)
         for _, _, port, admin in gateways:

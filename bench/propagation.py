@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,67 +25,20 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.push import free_port, wait_ready  # noqa: E402
-
-TOKEN = "bench-commander-token"
+from bench.processes import TOKEN, start_gateway, start_mock, start_redis  # noqa: E402
+from bench.push import wait_ready  # noqa: E402
 
 
 def start_all(replicas: int, workdir: str) -> tuple[list[subprocess.Popen[bytes]], int, list[tuple[int, int]]]:
-    redis_port, mock_port = free_port(), free_port()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    processes = [
-        subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        ),
-    ]
-    exe = [sys.executable, "-m", "admin.cli"]
-    processes.append(
-        subprocess.Popen([*exe, "mock-upstream", "--port", str(mock_port)], cwd=ROOT, stderr=subprocess.DEVNULL)
-    )
-    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}"}
-    ports = []
-    time.sleep(0.3)
+    redis, redis_port = start_redis(workdir)
+    mock, mock_port = start_mock()
+    processes, ports = [redis, mock], []
     for index in range(replicas):
-        gw, admin = free_port(), free_port()
-        ports.append((gw, admin))
-        processes.append(
-            subprocess.Popen(
-                [
-                    *exe,
-                    "serve",
-                    "--upstream",
-                    f"http://127.0.0.1:{mock_port}",
-                    "--listen",
-                    f"127.0.0.1:{gw}",
-                    "--admin-listen",
-                    f"127.0.0.1:{admin}",
-                    "--state-dir",
-                    f"{workdir}/r{index}",
-                    "--redis-url",
-                    f"redis://127.0.0.1:{redis_port}/0",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
+        gateway, port, admin = start_gateway(
+            mock_port, state_dir=f"{workdir}/r{index}", redis_url=f"redis://127.0.0.1:{redis_port}/0"
         )
+        processes.append(gateway)
+        ports.append((port, admin))
     return processes, mock_port, ports
 
 

@@ -32,9 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus import rules as make_rules  # noqa: E402
-from bench.push import free_port, rss_mb  # noqa: E402
+from bench.processes import TOKEN, rss_mb, start_gateway, start_mock  # noqa: E402
 
-TOKEN = "bench-commander-token"
 TEXT = "Please summarise the history of the water system for the research team in plain words"  # 80 chars
 
 
@@ -129,35 +128,10 @@ def measure(url: str, payload: bytes, concurrency: int, seconds: float, use_wrk:
     return asyncio.run(run_python(url, payload, concurrency, seconds))
 
 
-def start(args: argparse.Namespace) -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
-    mock_port, gw_port, admin_port = free_port(), free_port(), free_port()
-    state = tempfile.mkdtemp(prefix="containment-proxy-bench-")
-    exe = [sys.executable, "-m", "admin.cli"]
-    mock = subprocess.Popen(
-        [*exe, "mock-upstream", "--port", str(mock_port), "--chunk-chars", str(len(TEXT) // 20)],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}", "CONTAINMENT_SAMPLE_RATE": "0"}
-    gateway = subprocess.Popen(
-        [
-            *exe,
-            "serve",
-            "--upstream",
-            f"http://127.0.0.1:{mock_port}",
-            "--listen",
-            f"127.0.0.1:{gw_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            state,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+def start() -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
+    """The mock upstream (20 chunks per streamed answer) and one gateway with sampling off."""
+    mock, mock_port = start_mock(chunk_chars=len(TEXT) // 20)
+    gateway, gw_port, admin_port = start_gateway(mock_port, env={"CONTAINMENT_SAMPLE_RATE": "0"})
     return [mock, gateway], mock_port, gw_port, admin_port
 
 
@@ -190,7 +164,7 @@ def main() -> None:
     parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
-    processes, mock_port, gw_port, admin_port = start(args)
+    processes, mock_port, gw_port, admin_port = start()
     rows = []
     try:
         time.sleep(1.0)

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,22 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus import rules as make_rules  # noqa: E402
-
-TOKEN = "bench-commander-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench.processes import TOKEN, rss_mb, start_gateway, start_mock  # noqa: E402
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
@@ -78,36 +59,9 @@ async def traffic(
         latencies.append(time.perf_counter() - started)
 
 
-def start_processes(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, int]:
-    mock_port, gw_port, admin_port = free_port(), free_port(), free_port()
-    state = tempfile.mkdtemp(prefix="containment-bench-")
-    env = {**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"bench:commander:{TOKEN}"}
-    exe = [sys.executable, "-m", "admin.cli"]
-    mock = subprocess.Popen([*exe, "mock-upstream", "--port", str(mock_port)], cwd=ROOT, stderr=subprocess.DEVNULL)
-    gateway = subprocess.Popen(
-        [
-            *exe,
-            "serve",
-            "--upstream",
-            f"http://127.0.0.1:{mock_port}",
-            "--listen",
-            f"127.0.0.1:{gw_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            state,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    return mock, gateway, mock_port, gw_port, admin_port
-
-
 async def run(args: argparse.Namespace) -> None:
-    mock, gateway, mock_port, gw_port, admin_port = start_processes(args)
+    mock, mock_port = start_mock()
+    gateway, gw_port, admin_port = start_gateway(mock_port)
     base, admin = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}"
     rules = make_rules(args.literals, args.regexes)
     probe_phrase = rules[len(rules) // 2]["pattern"] if args.literals else "x"

@@ -9,16 +9,13 @@ Measures process CPU time per decision, including the fleet limiter's background
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import start_redis  # noqa: E402
 from gateway.ratelimit import Bucket, MemoryRateLimiter  # noqa: E402
 from gateway.ratelimit_redis import FleetRateLimiter  # noqa: E402
 from rules.redis_client import connect  # noqa: E402
@@ -47,20 +44,6 @@ async def drive(limiter: MemoryRateLimiter | FleetRateLimiter) -> tuple[float, i
         if index % 2000 == 0:
             await asyncio.sleep(0)  # let the reconciliation task run, as the event loop would
     return (time.process_time() - cpu) / DECISIONS * 1e6, admitted, waited
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], int]:
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    redis_port: int = port.getsockname()[1]
-    port.close()
-    binary = shutil.which("redis-server") or "redis-server"
-    server = subprocess.Popen(
-        [binary, "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp()],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return server, redis_port
 
 
 async def main(redis_port: int) -> None:
