@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from rules.model import Policy, RuleSpec, utcnow
+
 SYLLABLES = [
     "ka",
     "lo",
@@ -78,6 +80,13 @@ def rules(literals: int, regexes: int) -> list[dict[str, Any]]:
     ]
     out += [{"pattern": p, "kind": "regex", "category": "other"} for p in regex_patterns(regexes)]
     return out
+
+
+def policy(literals: int, regexes: int) -> Policy:
+    """`rules(literals, regexes)` validated and made into one policy version, as a push would."""
+    now = utcnow()
+    specs = [RuleSpec.model_validate(rule) for rule in rules(literals, regexes)]
+    return Policy(version=1, rules=tuple(spec.to_rule(created_by="bench", now=now) for spec in specs))
 
 
 def text(size: int, seed: int = 3) -> str:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.corpus import rules as make_rules  # noqa: E402
+from bench.corpus import policy as make_policy  # noqa: E402
 from bench.corpus import text as make_text  # noqa: E402
 from rules.compile import compile_policy  # noqa: E402
 from rules.literal_index import hyperscan_available  # noqa: E402
-from rules.model import Policy, RuleSpec, utcnow  # noqa: E402
+from rules.model import Policy  # noqa: E402
 from rules.normalize import TextView  # noqa: E402
 
 
@@ -34,9 +34,7 @@ def rss_mb() -> float:
 
 
 def build(literals: int, regexes: int, backend: str) -> tuple[Policy, float, float]:
-    specs = [RuleSpec.model_validate(r) for r in make_rules(literals, regexes)]
-    now = utcnow()
-    policy = Policy(version=1, rules=tuple(s.to_rule(created_by="bench", now=now) for s in specs))
+    policy = make_policy(literals, regexes)
     gc.collect()
     before = rss_mb()
     started = time.perf_counter()

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.corpus import rules as make_rules  # noqa: E402
+from bench.corpus import policy as make_policy  # noqa: E402
 from gateway.context import Identity, RequestContext  # noqa: E402
 from gateway.filters.output_scan import OutputInspector  # noqa: E402
 from gateway.metrics import GatewayMetrics  # noqa: E402
@@ -33,7 +33,7 @@ from gateway.routing import Router  # noqa: E402
 from gateway.settings import RouteConfig  # noqa: E402
 from rules.compile import CompiledPolicy, compile_policy  # noqa: E402
 from rules.literal_index import hyperscan_available  # noqa: E402
-from rules.model import Policy, RuleSpec, utcnow  # noqa: E402
+from rules.model import utcnow  # noqa: E402
 
 TEXT = "Please summarise the history of the water system for the research team in plain words"
 
@@ -58,10 +58,7 @@ def mock_chunks(text: str = TEXT, chunks: int = 20) -> list[bytes]:
 
 
 def policy(literals: int, regexes: int, backend: str) -> CompiledPolicy:
-    specs = [RuleSpec.model_validate(r) for r in make_rules(literals, regexes)]
-    now = utcnow()
-    rules = tuple(spec.to_rule(created_by="bench", now=now) for spec in specs)
-    return compile_policy(Policy(version=1, rules=rules), backend=backend)
+    return compile_policy(make_policy(literals, regexes), backend=backend)
 
 
 def one_stream(compiled: CompiledPolicy, metrics: GatewayMetrics, route: object, chunks: list[bytes]) -> bytes:
