@@ -140,37 +140,21 @@ def classify(event: Event) -> StreamPiece:
     if not isinstance(document, dict):
         return StreamPiece(None, "raw", [("raw", data)] if data else [], [])
     kind = document.get("object")
-    if kind == "chat.completion.chunk":  # the common case, first
-        choices = document.get("choices")
-        if isinstance(choices, list):
-            texts, ends = [], []
-            for choice in choices:
-                if not isinstance(choice, dict):
-                    continue
-                index = choice.get("index", 0)
-                key = _CHOICE_KEYS.get(index) if type(index) is int else None  # not bool: True is "choice:True"
-                key = key or f"choice:{index}"
-                delta = choice.get("delta")
-                if isinstance(delta, dict):
-                    content = delta.get("content")
-                    if isinstance(content, str) and content:
-                        texts.append((key, content))
-                if choice.get("finish_reason") is not None:
-                    ends.append(key)
-            return StreamPiece(document, "chat", texts, ends)
     if kind in ("chat.completion.chunk", "text_completion") and isinstance(document.get("choices"), list):
+        chat = kind == "chat.completion.chunk"
+        field = "content" if chat else "text"
         texts, ends = [], []
         for choice in document["choices"]:
             if not isinstance(choice, dict):
                 continue
-            key = f"choice:{choice.get('index', 0)}"
-            holder = choice.get("delta") if kind == "chat.completion.chunk" else choice
-            field = "content" if kind == "chat.completion.chunk" else "text"
-            if isinstance(holder, dict) and isinstance(holder.get(field), str) and holder[field]:
-                texts.append((key, holder[field]))
+            index = choice.get("index", 0)
+            key = (_CHOICE_KEYS.get(index) if type(index) is int else None) or f"choice:{index}"  # bool: "choice:True"
+            holder = choice.get("delta") if chat else choice
+            if isinstance(holder, dict) and isinstance(text := holder.get(field), str) and text:
+                texts.append((key, text))
             if choice.get("finish_reason") is not None:
                 ends.append(key)
-        return StreamPiece(document, "chat" if kind == "chat.completion.chunk" else "completion", texts, ends)
+        return StreamPiece(document, "chat" if chat else "completion", texts, ends)
     kind = document.get("type")
     if kind == "content_block_delta" and isinstance(document.get("delta"), dict):
         text = document["delta"].get("text")

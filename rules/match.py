@@ -124,10 +124,7 @@ class Matcher:
         """The regexes that could match `view`: those with no factor, and those whose factor occurs."""
         if self._prefilter is None:
             return self._always
-        found = set(self._always)
-        for _, indexes in self._prefilter.iter(view):
-            found.update(indexes)
-        return sorted(found)
+        return sorted(self.factor_hits(view).union(self._always))
 
     @property
     def always(self) -> list[int]:
