@@ -22,7 +22,7 @@ from admin.app import build_admin_app
 from admin.context import Enforcement, Insight
 from admin.runtime import build_runtime, cancel_all
 from admin.workers import Supervisor
-from gateway.app import build_app
+from gateway.app import DataPlane
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
@@ -38,8 +38,8 @@ class StartupError(Exception):
     pass
 
 
-async def _start_site(runner: web.AppRunner, host: str, port: int, what: str, *, reuse_port: bool = False) -> None:
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
+async def _start_site(runner: web.AppRunner, host: str, port: int, what: str) -> None:
+    site = web.TCPSite(runner, host, port, backlog=1024)
     try:
         await site.start()
     except OSError as exc:
@@ -98,21 +98,11 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
     def enforcement() -> Enforcement:
         return Enforcement(holder.snapshot.version, holder.snapshot.compiled_at)
 
-    app = build_app(
+    plane = DataPlane(
         settings, holder=holder, metrics=metrics, telemetry=telemetry, limiter=runtime.limiter, health=runtime.problems
     )
     grace = settings.shutdown_grace_seconds
-    # keepalive_timeout closes idle connections, and also ones whose request headers never complete
-    # (slowloris): aiohttp arms it when a connection opens.
-    runners = [
-        web.AppRunner(
-            app,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=grace,
-            keepalive_timeout=settings.idle_timeout_seconds,
-        )
-    ]
+    runners: list[web.AppRunner] = []
     if primary:
         admin = build_admin_app(
             store=runtime.store,
@@ -139,13 +129,19 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    listening = False
     try:
         for runner in runners:
             await runner.setup()
-        reuse = settings.workers > 1
-        await _start_site(runners[0], settings.listen.host, settings.listen.port, "data plane", reuse_port=reuse)
+        try:
+            await plane.start(settings.listen.host, settings.listen.port, reuse_port=settings.workers > 1)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for the data plane on {settings.listen.host}:{settings.listen.port}: {exc.strerror}"
+            ) from None
+        listening = True
         if primary:
-            await _start_site(runners[1], settings.admin_listen.host, settings.admin_listen.port, "admin API")
+            await _start_site(runners[0], settings.admin_listen.host, settings.admin_listen.port, "admin API")
             _announce(settings, policy.version, len(policy.rules), runtime.store.healthy)
         if supervisor is not None:
             supervisor.start()
@@ -156,6 +152,8 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if listening:
+            await plane.close(grace)  # requests in progress finish first, with their telemetry
         await cancel_all(tasks)
         for runner in runners:
             await runner.cleanup()

@@ -1,4 +1,4 @@
-"""The data-plane application. The request path reads top to bottom here:
+"""The data plane. The request path reads top to bottom here:
 
     kill switch → access → rate limit → input scan → upstream → output scan (stream-aware)
 
@@ -8,9 +8,7 @@ opens a per-response inspector that the proxy runs on the upstream's answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
-from aiohttp import web
+from collections.abc import Awaitable, Callable
 
 from gateway.filters.access import AccessFilter
 from gateway.filters.base import RequestFilter
@@ -18,20 +16,21 @@ from gateway.filters.input_scan import InputScanFilter
 from gateway.filters.kill_switch import KillSwitchFilter
 from gateway.filters.output_scan import OutputScanFilter
 from gateway.filters.rate_limit import RateLimitFilter
-from gateway.handler import ProxyHandler, new_request_id
+from gateway.handler import ProxyHandler
 from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.refusals import json_response, refusal_response
-from gateway.reports import CATEGORIES, TELEMETRY, report
+from gateway.reports import Reports
 from gateway.routing import Router
+from gateway.server import DataPlaneServer, HttpRequest, Response, new_request_id
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
 
-HOLDER = web.AppKey("holder", SnapshotHolder)
-HEALTH: web.AppKey[Callable[[], list[str]]] = web.AppKey("health")
+RESERVED_PREFIX = "/_containment/"
+Endpoint = Callable[[HttpRequest], Awaitable[Response]]
 
 
 def _all_well() -> list[str]:
@@ -47,72 +46,92 @@ def build_chain(metrics: GatewayMetrics, limiter: RateLimiter) -> list[RequestFi
     ]
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process is up and its event loop answers."""
-    return json_response({"status": "ok"}, new_request_id())
+class DataPlane:
+    """The proxy handler behind the data-plane server, with the gateway's own endpoints under
+    `/_containment/` (health, readiness, user reports)."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        holder: SnapshotHolder,
+        metrics: GatewayMetrics,
+        telemetry: Telemetry,
+        limiter: RateLimiter | None = None,
+        health: Callable[[], list[str]] = _all_well,
+    ) -> None:
+        self._holder = holder
+        self._health = health
+        self.upstream = UpstreamClient(
+            metrics,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            max_response_bytes=settings.max_response_scan_bytes,
+        )
+        self.handler = ProxyHandler(
+            router=Router(settings.effective_routes()),
+            chain=build_chain(metrics, limiter or MemoryRateLimiter()),
+            output=OutputScanFilter(metrics),
+            telemetry=telemetry,
+            upstream=self.upstream,
+            holder=holder,
+            metrics=metrics,
+            max_body_bytes=settings.max_body_bytes,
+            tenants=settings.tenants,
+            trusted_proxies=settings.trusted_networks(),
+            body_timeout=settings.body_timeout_seconds,
+        )
+        reports = Reports(telemetry, settings.categories, body_timeout=settings.body_timeout_seconds)
+        self._endpoints: dict[tuple[str, str], Endpoint] = {
+            ("GET", "/_containment/healthz"): self.healthz,
+            ("HEAD", "/_containment/healthz"): self.healthz,
+            ("GET", "/_containment/readyz"): self.readyz,
+            ("HEAD", "/_containment/readyz"): self.readyz,
+            ("POST", "/_containment/reports"): reports.handle,
+        }
+        self.server = DataPlaneServer(
+            self.dispatch,
+            max_body_bytes=settings.max_body_bytes,
+            idle_timeout=settings.idle_timeout_seconds,
+            write_timeout=settings.client_write_timeout_seconds,
+        )
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: a compiled policy snapshot is in force. When the shared store cannot be reached the
-    replica still serves (fail-static: last good policy, local rate-limit shares), so it stays ready
-    and reports `degraded` with the reasons instead of taking itself out of the load balancer."""
-    snapshot = request.app[HOLDER].snapshot
-    problems = request.app[HEALTH]()
-    payload: dict[str, object] = {"status": "degraded" if problems else "ready", "policy_version": snapshot.version}
-    if problems:
-        payload["degraded"] = problems
-    return json_response(payload, new_request_id())
+    async def dispatch(self, request: HttpRequest) -> Response | None:
+        if request.path.startswith(RESERVED_PREFIX):
+            endpoint = self._endpoints.get((request.method, request.path))
+            if endpoint is None:
+                refusal = Refusal(status=404, code="not_found", message="No such gateway endpoint.", action="invalid")
+                return refusal_response(refusal, new_request_id())
+            return await endpoint(request)
+        return await self.handler.handle(request)
 
+    async def healthz(self, request: HttpRequest) -> Response:
+        """Liveness: the process is up and its event loop answers."""
+        return json_response({"status": "ok"}, new_request_id())
 
-async def reserved_not_found(request: web.Request) -> web.Response:
-    refusal = Refusal(status=404, code="not_found", message="No such gateway endpoint.", action="invalid")
-    return refusal_response(refusal, new_request_id())
+    async def readyz(self, request: HttpRequest) -> Response:
+        """Readiness: a compiled policy snapshot is in force. When the shared store cannot be reached the
+        replica still serves (fail-static: last good policy, local rate-limit shares), so it stays ready
+        and reports `degraded` with the reasons instead of taking itself out of the load balancer."""
+        problems = self._health()
+        payload: dict[str, object] = {
+            "status": "degraded" if problems else "ready",
+            "policy_version": self._holder.snapshot.version,
+        }
+        if problems:
+            payload["degraded"] = problems
+        return json_response(payload, new_request_id())
 
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Open the upstream pool and listen (port 0: any free port); returns the address bound."""
+        await self.upstream.open()
+        try:
+            return await self.server.start(host, port, reuse_port=reuse_port)
+        except BaseException:
+            await self.upstream.close()
+            raise
 
-def build_app(
-    settings: Settings,
-    *,
-    holder: SnapshotHolder,
-    metrics: GatewayMetrics,
-    telemetry: Telemetry,
-    limiter: RateLimiter | None = None,
-    health: Callable[[], list[str]] = _all_well,
-) -> web.Application:
-    upstream = UpstreamClient(
-        metrics,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        max_response_bytes=settings.max_response_scan_bytes,
-        client_write_timeout=settings.client_write_timeout_seconds,
-    )
-    handler = ProxyHandler(
-        router=Router(settings.effective_routes()),
-        chain=build_chain(metrics, limiter or MemoryRateLimiter()),
-        output=OutputScanFilter(metrics),
-        telemetry=telemetry,
-        upstream=upstream,
-        holder=holder,
-        metrics=metrics,
-        max_body_bytes=settings.max_body_bytes,
-        tenants=settings.tenants,
-        trusted_proxies=settings.trusted_networks(),
-        body_timeout=settings.body_timeout_seconds,
-    )
-
-    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        await upstream.open()
-        yield
-        await upstream.close()
-
-    app = web.Application(client_max_size=settings.max_body_bytes)
-    app[HOLDER] = holder
-    app[HEALTH] = health
-    app[TELEMETRY] = telemetry
-    app[CATEGORIES] = settings.categories
-    app.cleanup_ctx.append(upstream_session)
-    app.router.add_get("/_containment/healthz", healthz, allow_head=True)
-    app.router.add_get("/_containment/readyz", readyz, allow_head=True)
-    app.router.add_post("/_containment/reports", report)
-    app.router.add_route("*", "/_containment/{tail:.*}", reserved_not_found)
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
-    return app
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, let requests in progress finish for up to `grace` seconds, then cut them."""
+        await self.server.close(grace)
+        await self.upstream.close()

@@ -5,64 +5,65 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import zlib
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
 from gateway.context import Identity, IPAddress
+from gateway.server import BodyTooLarge, HttpRequest, MalformedBody
 from rules.compile import Network
 
 KEY_HEADERS = ("api-key", "x-api-key")
 
-
-class BodyTooLarge(Exception):
-    pass
+__all__ = ["BodyTooLarge", "MalformedBody", "UnsupportedEncoding", "read_body", "identify"]
 
 
 class UnsupportedEncoding(Exception):
     pass
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing as soon as it is known to exceed `limit` (before buffering it)."""
-    if not request.body_exists:
-        return b""
+async def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The whole body, inflated if it was compressed; refused as soon as it is known to exceed `limit`
+    (a declared length over it is refused before any of the body is read)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge
-    check_encoding(request)
-    content = request.content
-    try:
-        if content.is_eof():  # all of it has arrived (a typical chat request): no reading loop
-            whole = content.read_nowait()
-            if len(whole) > limit:
-                raise BodyTooLarge
-            return whole
-    except HttpProcessingError as exc:
-        raise UnsupportedEncoding(f"body could not be decoded ({exc.message})") from None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.content.iter_any():
-            size += len(chunk)  # counted after inflation: a compression bomb stops at the limit
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-    except HttpProcessingError as exc:
-        raise UnsupportedEncoding(f"body could not be decoded ({exc.message})") from None
-    return b"".join(chunks)
+    encoding = check_encoding(request)
+    body = await request.body()  # bounded by the server's max_body_bytes as it arrives
+    if encoding and body:
+        return inflate(body, encoding, limit)
+    return body
 
 
-# aiohttp's server inflates these itself before the body reaches us, so the scan sees plain text and the
-# upstream gets the inflated body (without the Content-Encoding header); anything else cannot be scanned.
-DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+# Inflated before the scan, so that it sees plain text; the upstream then gets the inflated body (without
+# the Content-Encoding header). Anything else could not be scanned and is refused (415).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+DECODED_ENCODINGS = frozenset({"", "identity", *_WBITS})
 
 
-def check_encoding(request: web.Request) -> None:
+def check_encoding(request: HttpRequest) -> str:
+    """The body's Content-Encoding that needs inflating ('' for none)."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in DECODED_ENCODINGS:
         raise UnsupportedEncoding(encoding)
+    return "" if encoding == "identity" else encoding
+
+
+def inflate(data: bytes, encoding: str, limit: int) -> bytes:
+    """gzip or deflate (zlib-wrapped, or raw as some clients send it), stopping past `limit` bytes of
+    output: a compression bomb is refused at the limit, not inflated."""
+    wbits = _WBITS[encoding]
+    for attempt in (wbits, -zlib.MAX_WBITS) if encoding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(attempt)
+        try:
+            plain = inflater.decompress(data, limit + 1)
+        except zlib.error:
+            continue
+        if len(plain) > limit:
+            raise BodyTooLarge
+        if not inflater.eof:
+            raise UnsupportedEncoding(f"body could not be decoded (truncated {encoding} data)")
+        return plain
+    raise UnsupportedEncoding(f"body could not be decoded (invalid {encoding} data)")
 
 
 @functools.lru_cache(maxsize=4096)  # the same few peers and proxies, request after request
@@ -91,7 +92,7 @@ def client_address(peer: str, forwarded_for: list[str], trusted: Sequence[Networ
     return str(address), address
 
 
-def identify(request: web.Request, tenants: Mapping[str, str], trusted: Sequence[Network] = ()) -> Identity:
+def identify(request: HttpRequest, tenants: Mapping[str, str], trusted: Sequence[Network] = ()) -> Identity:
     key: str | None = None
     authorization = request.headers.get("Authorization", "")
     scheme, _, credentials = authorization.partition(" ")

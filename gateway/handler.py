@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
-
-from gateway.body import BodyTooLarge, UnsupportedEncoding, identify, read_body
+from gateway.body import BodyTooLarge, MalformedBody, UnsupportedEncoding, identify, read_body
 from gateway.context import RequestContext
 from gateway.filters.base import RequestFilter
 from gateway.filters.output_scan import OutputScanFilter
@@ -21,6 +17,7 @@ from gateway.policy_watch import SnapshotHolder
 from gateway.proxy import UpstreamClient
 from gateway.refusals import refusal_response, reply_response
 from gateway.routing import Router
+from gateway.server import HttpRequest, Response, new_request_id
 from gateway.telemetry import Telemetry
 from gateway.verdict import CONTINUE, Continue, Refusal, Reply, Verdict
 from rules.compile import Network
@@ -41,15 +38,6 @@ FAULT = Refusal(
 
 def _invalid(message: str, status: int = 400, code: str = "invalid_request") -> Refusal:
     return Refusal(status=status, code=code, message=message, action="invalid")
-
-
-_PREFIX = os.urandom(4).hex()
-_SEQUENCE = itertools.count(int.from_bytes(os.urandom(8), "big"))
-
-
-def new_request_id() -> str:
-    """24 hex characters, unique per process and across processes (random prefix), without a syscall."""
-    return f"{_PREFIX}{next(_SEQUENCE) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class ProxyHandler:
@@ -80,12 +68,12 @@ class ProxyHandler:
         self._trusted = tuple(trusted_proxies)
         self._body_timeout = body_timeout
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: HttpRequest) -> Response | None:
         started = time.perf_counter()
         request_id = new_request_id()
         snapshot = self._holder.snapshot  # one consistent policy for the whole request
         try:
-            if request.content.is_eof():
+            if request.body_complete:
                 body = await read_body(request, self._max_body)  # already here: nothing to wait for
             else:
                 async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
@@ -106,6 +94,8 @@ class ProxyHandler:
             return self._refuse(refusal, request_id, "-")
         except BodyError as exc:
             return self._refuse(_invalid(str(exc)), request_id, "-")
+        except MalformedBody:
+            return self._refuse(_invalid("The request body's framing is malformed."), request_id, "-")
 
         route = self._router.select(request.path, extracted.model)
         if route is None:
@@ -149,12 +139,12 @@ class ProxyHandler:
             return self._refuse(FAULT, request_id, route.name)
         forwarded = ctx.body_override if ctx.body_override is not None else body
         self._telemetry.begin(ctx)
-        response = await self._upstream.forward(request, ctx, forwarded, inspector)
-        outcome = "proxied" if response.status < 500 else "upstream_error"
+        status, response = await self._upstream.forward(request, ctx, forwarded, inspector)
+        outcome = "proxied" if status < 500 else "upstream_error"
         if inspector is not None and inspector.action is not None:
             outcome = inspector.action
         self._metrics.child(self._metrics.requests, route.name, outcome).inc()
-        self._telemetry.finish(ctx, response.status, outcome)
+        self._telemetry.finish(ctx, status, outcome)
         return response
 
     def _faulted(self, request_filter: RequestFilter, ctx: RequestContext) -> Verdict:
@@ -163,6 +153,6 @@ class ProxyHandler:
         log.exception("filter %s failed; refusing request %s", request_filter.name, ctx.request_id)
         return FAULT
 
-    def _refuse(self, refusal: Refusal, request_id: str, route: str) -> web.Response:
+    def _refuse(self, refusal: Refusal, request_id: str, route: str) -> Response:
         self._metrics.child(self._metrics.requests, route, refusal.action).inc()
         return refusal_response(refusal, request_id)

@@ -8,13 +8,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.context import RequestContext
 from gateway.filters.output_scan import OutputInspector, StreamInspector
 from gateway.metrics import GatewayMetrics
 from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
+from gateway.server import HttpRequest, Response, StreamedAnswer
 from gateway.upstream import (
     DECODABLE,
     Answer,
@@ -41,8 +41,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Recomputed for the new hop rather than copied. A request's Content-Encoding goes too: aiohttp has
-# already inflated the body (see gateway.body), so the upstream receives it plain. `Expect` goes because
+# Recomputed for the new hop rather than copied. A request's Content-Encoding goes too: the body has
+# been inflated for the scan (see gateway.body), so the upstream receives it plain. `Expect` goes because
 # the body is already here: the upstream gets it at once.
 _REWRITTEN = frozenset({"host", "content-length", "content-encoding", "expect", REQUEST_ID_HEADER.lower()})
 # Methods that carry no Content-Length when their body is empty (as HTTP clients do).
@@ -75,7 +75,7 @@ def decodable_only(accept_encoding: str) -> str:
     return ", ".join(part for part in parts if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
 
 
-def request_head(request: web.Request, origin: Origin, request_id: str, body: bytes, *, inspecting: bool) -> bytes:
+def request_head(request: HttpRequest, origin: Origin, request_id: str, body: bytes, *, inspecting: bool) -> bytes:
     """The request line and headers for the upstream hop: the caller's end-to-end headers unchanged,
     Host and Content-Length for the new hop, the request id added, nothing invented."""
     lines = [f"{request.method} {origin.path_prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
@@ -87,7 +87,11 @@ def request_head(request: web.Request, origin: Origin, request_id: str, body: by
     if body or request.method not in _BODILESS:
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")  # the bytes the caller sent, as aiohttp decoded them
+    return "".join(lines).encode("utf-8", "surrogateescape")  # the bytes the caller sent, as they were decoded
+
+
+def _sent(response: Response) -> tuple[int, Response]:
+    return response.status, response
 
 
 def _upstream_refusal(status: int, code: str, message: str) -> Refusal:
@@ -104,11 +108,9 @@ class UpstreamClient:
         connect_timeout: float,
         read_timeout: float,
         max_response_bytes: int,
-        client_write_timeout: float = 60.0,
     ) -> None:
         self._metrics = metrics
         self._max_response = max_response_bytes
-        self._client_write_timeout = client_write_timeout
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._pool: UpstreamPool | None = None
@@ -128,8 +130,9 @@ class UpstreamClient:
         return origin
 
     async def forward(
-        self, request: web.Request, ctx: RequestContext, body: bytes, inspector: OutputInspector | None
-    ) -> web.StreamResponse:
+        self, request: HttpRequest, ctx: RequestContext, body: bytes, inspector: OutputInspector | None
+    ) -> tuple[int, Response | None]:
+        """The status the client gets, and the answer to send — or None when it was streamed already."""
         assert self._pool is not None, "UpstreamClient.open() was not awaited"
         origin = self._origin(ctx.route.base_url)
         inspecting = inspector is not None
@@ -141,36 +144,44 @@ class UpstreamClient:
             upstream = await self._pool.request(origin, request.method, head, body, decode=inspecting)
         except UpstreamTimeout:
             self._metrics.upstream_errors.labels(route, "timeout").inc()
-            return refusal_response(
-                _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
-                ctx.request_id,
+            return _sent(
+                refusal_response(
+                    _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
+                    ctx.request_id,
+                )
             )
         except UndecodableAnswer as exc:
             self._metrics.upstream_errors.labels(route, "undecodable").inc()
             log.warning("upstream %s: %s", route, exc)
-            return refusal_response(
-                _upstream_refusal(
-                    502,
-                    "upstream_encoding_unsupported",
-                    "The model's answer came in a compression the gateway cannot check.",
-                ),
-                ctx.request_id,
+            return _sent(
+                refusal_response(
+                    _upstream_refusal(
+                        502,
+                        "upstream_encoding_unsupported",
+                        "The model's answer came in a compression the gateway cannot check.",
+                    ),
+                    ctx.request_id,
+                )
             )
         except UpstreamFailed as exc:
             self._metrics.upstream_errors.labels(route, "unavailable").inc()
             log.warning("upstream %s unavailable: %s", route, exc)
-            return refusal_response(
-                _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
-                ctx.request_id,
+            return _sent(
+                refusal_response(
+                    _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
+                    ctx.request_id,
+                )
             )
         try:
             self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
             content_type = upstream.headers.get("Content-Type", "").lower()
             if inspector is not None and content_type.startswith("text/event-stream"):
-                return await self._relay_stream(request, ctx, upstream, inspector)
+                await self._relay_stream(request, ctx, upstream, inspector)
+                return upstream.status, None
             if inspector is not None and _inspectable(content_type) and request.method != "HEAD":
-                return await self._relay_whole(ctx, upstream, inspector, content_type)
-            return await self._relay(request, ctx, upstream, content_type)
+                return _sent(await self._relay_whole(ctx, upstream, inspector, content_type))
+            await self._relay(request, ctx, upstream, content_type)
+            return upstream.status, None
         finally:
             upstream.release()
 
@@ -180,41 +191,33 @@ class UpstreamClient:
         headers.update(ctx.response_headers)
         return headers
 
-    async def _relay(
-        self, request: web.Request, ctx: RequestContext, upstream: Answer, content_type: str
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=False)
-        )
+    async def _relay(self, request: HttpRequest, ctx: RequestContext, upstream: Answer, content_type: str) -> None:
+        answer = request.stream(upstream.status, self._response_headers(upstream, ctx, plain=False), upstream.reason)
         # A sampled request keeps a copy of a textual answer (bounded); nothing else is copied.
         keep = ctx.sampled and upstream.headers.get("Content-Encoding") is None and _textual(content_type)
         copy: list[bytes] = []
         kept = 0
         try:
-            await response.prepare(request)
             while chunk := await upstream.read():
-                await self._write(request, response, chunk)
+                await answer.write(chunk)
                 if keep and kept < CAPTURE_LIMIT:
                     copy.append(chunk)
                     kept += len(chunk)
             if keep:
                 ctx.answer = (content_type, b"".join(copy)[:CAPTURE_LIMIT])
+            await answer.end()
         except UpstreamFailed:
-            # The upstream failed mid-body; the headers are gone, so the answer can only end here.
-            await self._aborted(response, ctx, upstream, sse=content_type.startswith("text/event-stream"))
-            return response
+            # The upstream failed mid-body; the head is gone, so the answer can only end here.
+            await self._aborted(answer, ctx, upstream, sse=content_type.startswith("text/event-stream"))
         except ConnectionResetError:
-            return self._client_gone(upstream, response)
+            upstream.close()  # the client left or stopped reading: stop the upstream's answer
         except asyncio.CancelledError:
             upstream.close()
             raise
-        with contextlib.suppress(ConnectionResetError):  # the client left as the answer ended
-            await response.write_eof()
-        return response
 
     async def _relay_whole(
         self, ctx: RequestContext, upstream: Answer, inspector: OutputInspector, content_type: str
-    ) -> web.StreamResponse:
+    ) -> Response:
         try:
             body = await _read_limited(upstream, self._max_response)
         except UpstreamTimeout:
@@ -248,34 +251,7 @@ class UpstreamClient:
         headers = self._response_headers(upstream, ctx, plain=True)
         if inspector.action is not None:
             headers[ACTION_HEADER] = inspector.action
-        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
-
-    async def _write(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-        """Write to the client, giving up on one that stops reading (a slow reader must not hold an
-        upstream connection and the model's capacity forever)."""
-        transport = request.transport
-        if transport is not None and (
-            transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[1]
-        ):
-            # Even if the socket took none of it, the buffer stays under the high-water mark, so writing
-            # is not paused and this write cannot stall (the common case; it saves a timer per chunk).
-            await response.write(data)
-            return
-        try:
-            async with asyncio.timeout(self._client_write_timeout):
-                await response.write(data)
-        except TimeoutError:
-            if transport is not None:
-                transport.abort()  # its unread buffer would never drain: drop the connection now
-            raise ConnectionResetError("the client stopped reading") from None
-
-    @staticmethod
-    def _client_gone(upstream: Answer, response: web.StreamResponse) -> web.StreamResponse:
-        """The client went away (or stopped reading): stop the upstream's answer. The response is
-        returned rather than the error raised, so aiohttp ends the exchange quietly (a client leaving is
-        not a server error)."""
-        upstream.close()
-        return response
+        return Response(upstream.status, headers, body, upstream.reason)
 
     def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[..., bytes], *args: bytes) -> bytes:
         """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
@@ -286,47 +262,42 @@ class UpstreamClient:
             log.exception("stream scan failed; cutting response %s", ctx.request_id)
             return stream.fail()
 
-    async def _aborted(self, response: web.StreamResponse, ctx: RequestContext, upstream: Answer, *, sse: bool) -> None:
+    async def _aborted(self, answer: StreamedAnswer, ctx: RequestContext, upstream: Answer, *, sse: bool) -> None:
         """The upstream failed mid-answer: count it, release it, and end an event stream with a terminal
-        error event so that clients stop waiting (other bodies can only end short)."""
+        error event so that clients stop waiting (another body is cut short: the connection closes
+        before it is complete, so the client sees it end early)."""
         self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
         upstream.close()
         if sse:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
-                await response.write(STREAM_ABORTED)
-                await response.write_eof()
+            with contextlib.suppress(ConnectionResetError):
+                await answer.write(STREAM_ABORTED)
+                await answer.end()
 
     async def _relay_stream(
-        self, request: web.Request, ctx: RequestContext, upstream: Answer, inspector: OutputInspector
-    ) -> web.StreamResponse:
+        self, request: HttpRequest, ctx: RequestContext, upstream: Answer, inspector: OutputInspector
+    ) -> None:
         stream = inspector.stream()
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=self._response_headers(upstream, ctx, plain=True)
-        )
+        answer = request.stream(upstream.status, self._response_headers(upstream, ctx, plain=True), upstream.reason)
         try:
-            await response.prepare(request)
             while chunk := await upstream.read():
                 out = self._guarded(ctx, stream, stream.feed, chunk)
                 if out:
-                    await self._write(request, response, out)
+                    await answer.write(out)
                 if stream.cut:
                     upstream.close()  # stop generating: nothing more of this answer will be sent
                     break
             else:
                 out = self._guarded(ctx, stream, stream.close)
                 if out:
-                    await self._write(request, response, out)
+                    await answer.write(out)
+            await answer.end()
         except UpstreamFailed:
-            await self._aborted(response, ctx, upstream, sse=True)
-            return response
+            await self._aborted(answer, ctx, upstream, sse=True)
         except ConnectionResetError:
-            return self._client_gone(upstream, response)
+            upstream.close()  # the client left or stopped reading: stop the upstream's answer
         except asyncio.CancelledError:
             upstream.close()
             raise
-        with contextlib.suppress(ConnectionResetError):  # the client left as the answer ended
-            await response.write_eof()
-        return response
 
 
 STREAM_ABORTED = (

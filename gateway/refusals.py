@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import orjson
-from aiohttp import web
 
+from gateway.server import Response
 from gateway.verdict import Refusal, Reply
 
 REQUEST_ID_HEADER = "X-Containment-Request-Id"
 ACTION_HEADER = "X-Containment-Action"
+_JSON = ("Content-Type", "application/json")
 
 
-def refusal_response(refusal: Refusal, request_id: str) -> web.Response:
+def refusal_response(refusal: Refusal, request_id: str) -> Response:
     error: dict[str, object] = {
         "type": refusal.type,
         "code": refusal.code,
@@ -19,24 +20,14 @@ def refusal_response(refusal: Refusal, request_id: str) -> web.Response:
         "request_id": request_id,
     }
     error.update(refusal.extra)
-    headers = {REQUEST_ID_HEADER: request_id, ACTION_HEADER: refusal.action, **refusal.headers}
-    return web.Response(
-        status=refusal.status,
-        body=orjson.dumps({"error": error}),
-        content_type="application/json",
-        headers=headers,
-    )
+    headers = [_JSON, (REQUEST_ID_HEADER, request_id), (ACTION_HEADER, refusal.action), *refusal.headers.items()]
+    return Response(refusal.status, headers, orjson.dumps({"error": error}))
 
 
-def json_response(payload: object, request_id: str, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(payload),
-        content_type="application/json",
-        headers={REQUEST_ID_HEADER: request_id},
-    )
+def json_response(payload: object, request_id: str, status: int = 200) -> Response:
+    return Response(status, [_JSON, (REQUEST_ID_HEADER, request_id)], orjson.dumps(payload))
 
 
-def reply_response(reply: Reply, request_id: str) -> web.Response:
-    headers = {REQUEST_ID_HEADER: request_id, ACTION_HEADER: reply.action, "Content-Type": reply.content_type}
-    return web.Response(status=reply.status, body=reply.body, headers=headers)
+def reply_response(reply: Reply, request_id: str) -> Response:
+    headers = [(REQUEST_ID_HEADER, request_id), (ACTION_HEADER, reply.action), ("Content-Type", reply.content_type)]
+    return Response(reply.status, headers, reply.body)

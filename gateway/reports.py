@@ -6,19 +6,18 @@ there is one. Its comment is redacted of personal data before it is stored.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import orjson
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.refusals import json_response, refusal_response
+from gateway.server import BodyTooLarge, HttpRequest, MalformedBody, Response, new_request_id
 from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
 
 MAX_REPORT_BYTES = 16 * 1024
-TELEMETRY = web.AppKey("telemetry", Telemetry)
-CATEGORIES: web.AppKey[frozenset[str]] = web.AppKey("report_categories")
 
 
 class ReportSpec(BaseModel):
@@ -33,22 +32,38 @@ def _invalid(message: str, status: int = 400) -> Refusal:
     return Refusal(status=status, code="invalid_request", message=message, action="invalid")
 
 
-async def report(request: web.Request) -> web.Response:
-    from gateway.handler import new_request_id
+class Reports:
+    def __init__(self, telemetry: Telemetry, categories: frozenset[str], *, body_timeout: float) -> None:
+        self._telemetry = telemetry
+        self._categories = categories
+        self._body_timeout = body_timeout
 
-    request_id = new_request_id()
-    raw = await request.content.read(MAX_REPORT_BYTES + 1)
-    if len(raw) > MAX_REPORT_BYTES:
-        return refusal_response(_invalid("Report too large.", 413), request_id)
-    try:
-        spec = ReportSpec.model_validate(orjson.loads(raw))
-    except orjson.JSONDecodeError:
-        return refusal_response(_invalid("The report is not valid JSON."), request_id)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        return refusal_response(_invalid(f"{field}: {error['msg']}", 422), request_id)
-    if spec.category not in request.app[CATEGORIES]:
-        return refusal_response(_invalid(f"category: unknown category {spec.category!r}", 422), request_id)
-    stored = await request.app[TELEMETRY].report(spec.request_id, spec.category, spec.comment)
-    return json_response({"report_id": stored.id, "sampled": stored.sampled}, request_id, status=202)
+    async def handle(self, request: HttpRequest) -> Response:
+        request_id = new_request_id()
+        too_large = refusal_response(_invalid("Report too large.", 413), request_id)
+        if request.content_length is not None and request.content_length > MAX_REPORT_BYTES:
+            return too_large
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                raw = await request.body()
+        except BodyTooLarge:
+            return too_large
+        except MalformedBody:
+            return refusal_response(_invalid("The report's framing is malformed."), request_id)
+        except TimeoutError:
+            refusal = Refusal(408, "request_timeout", "The report did not arrive in time.", action="invalid")
+            return refusal_response(refusal, request_id)
+        if len(raw) > MAX_REPORT_BYTES:
+            return too_large
+        try:
+            spec = ReportSpec.model_validate(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            return refusal_response(_invalid("The report is not valid JSON."), request_id)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"]) or "body"
+            return refusal_response(_invalid(f"{field}: {error['msg']}", 422), request_id)
+        if spec.category not in self._categories:
+            return refusal_response(_invalid(f"category: unknown category {spec.category!r}", 422), request_id)
+        stored = await self._telemetry.report(spec.request_id, spec.category, spec.comment)
+        return json_response({"report_id": stored.id, "sampled": stored.sampled}, request_id, status=202)

@@ -9,15 +9,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from yarl import URL
 
 from admin.app import build_admin_app
 from admin.context import Enforcement, Insight
-from gateway.app import build_app
+from gateway.app import DataPlane
 from gateway.metrics import GatewayMetrics
 from gateway.mock_upstream import build_mock_app
 from gateway.policy_watch import SnapshotHolder
@@ -32,7 +34,7 @@ from tests.redis_server import RedisServer
 
 # The data plane runs on uvloop in production (and on asyncio's own loop where uvloop is missing): the
 # tests of the proxy path run on both, since the two loops' transports differ in ways that matter.
-BOTH_LOOPS = frozenset({"test_upstream.py", "test_proxy.py", "test_sse.py", "test_hostile.py"})
+BOTH_LOOPS = frozenset({"test_server.py", "test_upstream.py", "test_proxy.py", "test_sse.py", "test_hostile.py"})
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
@@ -59,9 +61,53 @@ def chat(text: str, *, model: str = "mock-echo", stream: bool = False) -> dict[s
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
 
 
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+
+class GatewayClient:
+    """A client session on a data plane listening on a free loopback port; it answers the calls the
+    tests make the way aiohttp's TestClient does (`await client.post("/path", json=...)`)."""
+
+    def __init__(self, plane: DataPlane, host: str, port: int) -> None:
+        self.plane = plane
+        self.server = Address(host, port)
+        self.session = aiohttp.ClientSession(base_url=f"http://{host}:{port}")
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://{self.server.host}:{self.server.port}{path}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.session.post(path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.session.put(path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.session.delete(path, **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.plane.close(grace=0)
+
+
+async def start_gateway(settings: Settings, **parts: Any) -> GatewayClient:
+    plane = DataPlane(settings, **parts)
+    host, port = await plane.start("127.0.0.1", 0)
+    return GatewayClient(plane, host, port)
+
+
 @dataclass
 class Stack:
-    gateway: TestClient[web.Request, web.Application]
+    gateway: GatewayClient
     admin: TestClient[web.Request, web.Application]
     store: EmbeddedStore
     holder: SnapshotHolder
@@ -113,6 +159,7 @@ async def upstream_server(aiohttp_server: Any) -> TestServer:
 async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path: Path) -> AsyncIterator[StackFactory]:
     stores: list[EmbeddedStore] = []
     writers: list[asyncio.Task[None]] = []
+    gateways: list[GatewayClient] = []
 
     async def factory(upstream: str | None = None, state_dir: Path | None = None, **overrides: Any) -> Stack:
         state = state_dir or tmp_path / "state"
@@ -143,7 +190,8 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
         )
         writer = asyncio.create_task(telemetry.run())
         writers.append(writer)
-        gateway = await aiohttp_client(build_app(settings, holder=holder, metrics=metrics, telemetry=telemetry))
+        gateway = await start_gateway(settings, holder=holder, metrics=metrics, telemetry=telemetry)
+        gateways.append(gateway)
         admin = await aiohttp_client(
             build_admin_app(
                 store=store,
@@ -165,6 +213,8 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
         return Stack(gateway, admin, store, holder, registry, state, telemetry, sink)
 
     yield factory
+    for gateway in gateways:
+        await gateway.close()
     for writer in writers:
         writer.cancel()
     for store in stores:

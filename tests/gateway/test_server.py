@@ -1,0 +1,425 @@
+"""The data plane's HTTP/1.1 server, over raw loopback sockets: framing, keep-alive, pipelining, limits,
+timeouts, clients that leave, and shutdown. The gateway's own behaviour on top is in test_proxy.py and
+test_hostile.py."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+from multidict import CIMultiDict
+
+from gateway.body import UnsupportedEncoding, read_body
+from gateway.server import MAX_HEAD_BYTES, BodyTooLarge, DataPlaneServer, HttpRequest, MalformedBody, Response
+
+Handler = Callable[[HttpRequest], Awaitable[Response | None]]
+
+
+async def echo(request: HttpRequest) -> Response:
+    body = await request.body()
+    payload = {"method": request.method, "path": request.path, "raw_path": request.raw_path, "body": body.decode()}
+    return Response(200, [("Content-Type", "application/json")], orjson.dumps(payload))
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[DataPlaneServer]]]:
+    servers: list[DataPlaneServer] = []
+
+    async def start(handler: Handler = echo, **options: float) -> DataPlaneServer:
+        server = DataPlaneServer(handler, max_body_bytes=int(options.pop("max_body_bytes", 1024)), **options)
+        server.address = await server.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+        server.clients = []  # type: ignore[attr-defined]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        for writer in server.clients:  # type: ignore[attr-defined]
+            writer.close()
+        await server.close(grace=0)
+
+
+async def connect(server: DataPlaneServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = server.address  # type: ignore[attr-defined]
+    reader, writer = await asyncio.open_connection(host, port)
+    server.clients.append(writer)  # type: ignore[attr-defined]
+    return reader, writer
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """One answer: status line, headers (lower-cased names), body by Content-Length or chunks."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status, *lines = head.decode().split("\r\n")[:-2]
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+            body += await reader.readexactly(size)
+            assert await reader.readexactly(2) == b"\r\n"
+        assert await reader.readexactly(2) == b"\r\n"
+    else:
+        body = await asyncio.wait_for(reader.read(), 5)
+    return status.encode(), headers, body
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), 3) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    for index in range(3):
+        writer.write(f"POST /v1/x?n={index} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi".encode())
+        status, headers, body = await read_answer(reader)
+        assert status == b"HTTP/1.1 200 OK"
+        assert "connection" not in headers and "date" in headers
+        assert orjson.loads(body) == {"method": "POST", "path": "/v1/x", "raw_path": f"/v1/x?n={index}", "body": "hi"}
+    writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    async def slow_first(request: HttpRequest) -> Response:
+        if request.path == "/first":
+            await asyncio.sleep(0.2)
+        return await echo(request)
+
+    server = await serve(slow_first)
+    reader, writer = await connect(server)
+    writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+    first, second = await read_answer(reader), await read_answer(reader)
+    assert orjson.loads(first[2])["path"] == "/first" and orjson.loads(second[2])["path"] == "/second"
+    writer.close()
+
+
+async def test_http_1_0_closes_unless_asked_to_keep_alive(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    _, headers, _ = await read_answer(reader)
+    assert headers["connection"] == "keep-alive"
+    writer.write(b"GET /b HTTP/1.0\r\n\r\n")
+    _, headers, _ = await read_answer(reader)
+    assert headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_connection_close_is_honoured(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    _, headers, _ = await read_answer(reader)
+    assert headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_chunked_request_body_is_reassembled(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert orjson.loads((await read_answer(reader))[2])["body"] == "abcde"
+    writer.close()
+
+
+async def test_expect_100_continue_is_answered_when_the_body_is_awaited(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    assert orjson.loads((await read_answer(reader))[2])["body"] == "hello"
+    writer.close()
+
+
+async def test_a_body_over_the_limit_fails_as_it_arrives(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    seen: list[type[BaseException]] = []
+
+    async def handler(request: HttpRequest) -> Response:
+        try:
+            await request.body()
+        except BodyTooLarge as exc:
+            seen.append(type(exc))
+        return Response(413, [], b"too large")
+
+    server = await serve(handler, max_body_bytes=10)
+    reader, writer = await connect(server)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + b"8\r\n12345678\r\n" * 4)
+    status, headers, body = await read_answer(reader)
+    assert status.startswith(b"HTTP/1.1 413") and body == b"too large" and headers["connection"] == "close"
+    assert seen == [BodyTooLarge]
+    assert await closed(reader)  # the unread rest is never parsed as a request
+
+
+async def test_malformed_chunk_framing_reaches_the_handler_as_malformed(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    seen: list[type[BaseException]] = []
+
+    async def handler(request: HttpRequest) -> Response:
+        try:
+            await request.body()
+        except MalformedBody as exc:
+            seen.append(type(exc))
+        return Response(400, [], b"bad")
+
+    server = await serve(handler)
+    reader, writer = await connect(server)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n")
+    status, _, _ = await read_answer(reader)
+    assert status.startswith(b"HTTP/1.1 400") and seen == [MalformedBody]
+    assert await closed(reader)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /a HTTP/1.1\nHost: a\n\n", 400, "invalid_request"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "request_target_too_long"),
+        (b"GET /a HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "request_header_too_large"),
+        (b"GET /a HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, None),
+        (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405, "method_not_allowed"),
+    ],
+)
+async def test_protocol_refusals_are_json_and_close(
+    serve: Callable[..., Awaitable[DataPlaneServer]], request_bytes: bytes, status: int, code: str | None
+) -> None:
+    calls: list[str] = []
+
+    async def handler(request: HttpRequest) -> Response:
+        calls.append(request.path)
+        return await echo(request)
+
+    server = await serve(handler)
+    reader, writer = await connect(server)
+    writer.write(request_bytes)
+    line, headers, body = await read_answer(reader)
+    assert line.split()[1] == str(status).encode()
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = orjson.loads(body)["error"]
+    assert error["code"] == (code or error["code"]) and error["message"]
+    assert error["request_id"] == headers["x-containment-request-id"] and headers["x-containment-action"] == "invalid"
+    assert calls == []
+    assert await closed(reader)
+
+
+async def test_a_head_that_never_ends_is_refused_at_the_limit(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\n")
+    for index in range(MAX_HEAD_BYTES // 4000 + 2):
+        writer.write(b"X-%d: " % index + b"a" * 4000 + b"\r\n")
+    line, _, _ = await read_answer(reader)
+    assert line.split()[1] == b"431"
+
+
+async def test_an_upgrade_is_declined_and_the_request_answered(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\x00\x01binary")
+    line, headers, body = await read_answer(reader)
+    assert line == b"HTTP/1.1 200 OK" and orjson.loads(body)["path"] == "/a"
+    assert headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_head_gets_the_length_but_no_body(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"Content-Length: " in head
+    _, _, body = await read_answer(reader)  # the next bytes are the second answer, not a body
+    assert orjson.loads(body)["path"] == "/b"
+    writer.close()
+
+
+async def test_streamed_answers_are_chunked_for_1_1_and_close_delimited_for_1_0(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    async def streamer(request: HttpRequest) -> None:
+        answer = request.stream(200, CIMultiDict({"Content-Type": "text/event-stream"}))
+        for part in (b"data: 1\n\n", b"data: 2\n\n"):
+            await answer.write(part)
+        await answer.end()
+
+    server = await serve(streamer)
+    reader, writer = await connect(server)
+    writer.write(b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n")
+    _, headers, body = await read_answer(reader)
+    assert headers["transfer-encoding"] == "chunked" and body == b"data: 1\n\ndata: 2\n\n"
+    writer.write(b"GET /s HTTP/1.0\r\n\r\n")
+    _, headers, body = await read_answer(reader)
+    assert "transfer-encoding" not in headers and headers["connection"] == "close"
+    assert body == b"data: 1\n\ndata: 2\n\n"
+
+
+async def test_an_answer_cut_short_closes_the_connection(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    async def breaks_off(request: HttpRequest) -> None:
+        answer = request.stream(200, CIMultiDict({"Content-Length": "100"}))
+        await answer.write(b"only part")  # and never ends
+
+    server = await serve(breaks_off)
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"Content-Length: 100" in head
+    rest = b""
+    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        rest = await asyncio.wait_for(reader.readexactly(100), 5)
+    assert rest == b""
+
+
+async def test_a_failing_handler_gets_a_json_500(
+    serve: Callable[..., Awaitable[DataPlaneServer]], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: HttpRequest) -> Response:
+        raise RuntimeError("bug")
+
+    server = await serve(broken)
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    line, _, body = await read_answer(reader)
+    assert line.split()[1] == b"500" and orjson.loads(body)["error"]["code"] == "internal_error"
+    assert "bug" in caplog.text
+    writer.close()
+
+
+async def test_a_client_leaving_cancels_its_handler(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def waits(request: HttpRequest) -> Response:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Response(200, [])
+
+    server = await serve(waits)
+    _, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 5)
+    writer.close()
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_idle_connections_and_unfinished_heads_are_closed(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve(idle_timeout=0.3)
+    idle_reader, idle_writer = await connect(server)
+    idle_writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    await read_answer(idle_reader)
+    slow_reader, slow_writer = await connect(server)
+    slow_writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n")  # and the head never ends
+    assert await closed(idle_reader)
+    assert await closed(slow_reader)
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    outcome: list[str] = []
+
+    async def firehose(request: HttpRequest) -> None:
+        answer = request.stream(200, CIMultiDict({"Content-Type": "application/octet-stream"}))
+        try:
+            for _ in range(10_000):
+                await answer.write(b"x" * 65536)
+        except ConnectionResetError:
+            outcome.append("dropped")
+            raise
+
+    server = await serve(firehose, write_timeout=0.3)
+    _, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
+    for _ in range(100):
+        if outcome:
+            break
+        await asyncio.sleep(0.05)
+    assert outcome == ["dropped"]
+    writer.close()
+
+
+async def test_close_lets_requests_in_progress_finish(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    async def slow(request: HttpRequest) -> Response:
+        await asyncio.sleep(0.3)
+        return Response(200, [], b"done")
+
+    server = await serve(slow)
+    reader, writer = await connect(server)
+    idle_reader, _ = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    await asyncio.sleep(0.05)
+    closing = asyncio.create_task(server.close(grace=5))
+    line, headers, body = await read_answer(reader)
+    assert body == b"done" and headers["connection"] == "close"
+    await asyncio.wait_for(closing, 5)
+    assert await closed(idle_reader)
+
+
+async def test_close_cuts_requests_past_the_grace(serve: Callable[..., Awaitable[DataPlaneServer]]) -> None:
+    async def stuck(request: HttpRequest) -> Response:
+        await asyncio.sleep(30)
+        return Response(200, [])
+
+    server = await serve(stuck)
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(server.close(grace=0.2), 5)
+    assert await closed(reader)
+
+
+class _Body:
+    """A stand-in request for read_body: headers and a body already here."""
+
+    def __init__(self, body: bytes, encoding: str) -> None:
+        self.headers = CIMultiDict({"Content-Encoding": encoding})
+        self.content_length = len(body)
+        self._body = body
+
+    async def body(self) -> bytes:
+        return self._body
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    ["gzip", "x-gzip", "deflate", "deflate-raw"],
+)
+async def test_compressed_bodies_are_inflated(encoding: str) -> None:
+    import zlib
+
+    plain = b'{"text": "hello"}' * 10
+    if encoding == "deflate-raw":
+        squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        packed, encoding = squeezer.compress(plain) + squeezer.flush(), "deflate"
+    else:
+        packed = gzip.compress(plain) if "gzip" in encoding else zlib.compress(plain)
+    assert await read_body(_Body(packed, encoding), 1024) == plain  # type: ignore[arg-type]
+
+
+async def test_a_compression_bomb_stops_at_the_limit() -> None:
+    with pytest.raises(BodyTooLarge):
+        await read_body(_Body(gzip.compress(b"\0" * 10_000_000), "gzip"), 1024)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("packed", "encoding"), [(b"not gzip", "gzip"), (gzip.compress(b"x" * 100)[:20], "gzip")])
+async def test_corrupt_or_truncated_compressed_bodies_are_refused(packed: bytes, encoding: str) -> None:
+    with pytest.raises(UnsupportedEncoding):
+        await read_body(_Body(packed, encoding), 1024)  # type: ignore[arg-type]
