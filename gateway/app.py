@@ -8,6 +8,7 @@ opens a per-response inspector that the proxy runs on the upstream's answer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from gateway.filters.access import AccessFilter
@@ -30,6 +31,7 @@ from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
 
 RESERVED_PREFIX = "/_containment/"
+_FLUSH_SECONDS = 1.0
 Endpoint = Callable[[HttpRequest], Awaitable[Response]]
 
 
@@ -62,6 +64,8 @@ class DataPlane:
     ) -> None:
         self._holder = holder
         self._health = health
+        self._metrics = metrics
+        self._flusher: asyncio.TimerHandle | None = None
         self.upstream = UpstreamClient(
             metrics,
             connect_timeout=settings.upstream_connect_timeout,
@@ -126,12 +130,23 @@ class DataPlane:
         """Open the upstream pool and listen (port 0: any free port); returns the address bound."""
         await self.upstream.open()
         try:
-            return await self.server.start(host, port, reuse_port=reuse_port)
+            address = await self.server.start(host, port, reuse_port=reuse_port)
         except BaseException:
             await self.upstream.close()
             raise
+        self._flush()
+        return address
+
+    def _flush(self) -> None:
+        """Batched metric observations reach the registry on a scrape of it, and at least every
+        second (what `--workers`' multiprocess files need: their scrape does not run in this process)."""
+        self._metrics.flush()
+        self._flusher = asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self._flush)
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop accepting, let requests in progress finish for up to `grace` seconds, then cut them."""
         await self.server.close(grace)
         await self.upstream.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._metrics.flush()

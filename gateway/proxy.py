@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -49,8 +49,11 @@ _REWRITTEN = frozenset({"host", "content-length", "content-encoding", "expect", 
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 
 
-# An inspected answer is relayed decompressed, and may change length.
-_PLAIN_DROP = frozenset({"content-length", "content-encoding"})
+# The gateway's own headers are its own: an upstream's are replaced. An inspected answer is relayed
+# decompressed, and may change length.
+_OWN = frozenset({REQUEST_ID_HEADER.lower(), ACTION_HEADER.lower()})
+_AS_IS_DROP = _OWN
+_PLAIN_DROP = _OWN | {"content-length", "content-encoding"}
 OUTPUT_FAULT = Refusal(
     status=503,
     code="containment_unavailable",
@@ -60,13 +63,18 @@ OUTPUT_FAULT = Refusal(
 )
 
 
-def end_to_end(headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str]) -> Iterator[tuple[str, str]]:
+_SKIP: dict[frozenset[str], frozenset[str]] = {}
+
+
+def end_to_end(headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str]) -> list[tuple[str, str]]:
     """The headers minus hop-by-hop ones (including any that `Connection` names) and those in `drop`."""
-    named = {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered not in HOP_BY_HOP and lowered not in named and lowered not in drop:
-            yield name, value
+    skip = _SKIP.get(drop)
+    if skip is None:
+        skip = _SKIP[drop] = HOP_BY_HOP | drop
+    if "Connection" in headers:
+        named = {token.strip().lower() for value in headers.getall("Connection") for token in value.split(",")}
+        skip = skip | named
+    return [(name, value) for name, value in headers.items() if name.lower() not in skip]
 
 
 def decodable_only(accept_encoding: str) -> str:
@@ -185,14 +193,27 @@ class UpstreamClient:
         finally:
             upstream.release()
 
-    def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> CIMultiDict[str]:
-        headers = CIMultiDict(end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else frozenset()))
-        headers[REQUEST_ID_HEADER] = ctx.request_id
-        headers.update(ctx.response_headers)
+    def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> list[tuple[str, str]]:
+        """The upstream's end-to-end headers, with the gateway's own (the request id, and any a filter
+        set, such as rate-limit headers) in place of any the upstream sent under those names."""
+        drop = _PLAIN_DROP if plain else _AS_IS_DROP
+        extra = ctx.response_headers
+        if extra:
+            drop = drop | {name.lower() for name in extra}
+        headers = end_to_end(upstream.headers, drop=drop)
+        headers.append((REQUEST_ID_HEADER, ctx.request_id))
+        if extra:
+            headers.extend(extra.items())
         return headers
 
     async def _relay(self, request: HttpRequest, ctx: RequestContext, upstream: Answer, content_type: str) -> None:
-        answer = request.stream(upstream.status, self._response_headers(upstream, ctx, plain=False), upstream.reason)
+        answer = request.stream(
+            upstream.status,
+            self._response_headers(upstream, ctx, plain=False),
+            upstream.reason,
+            length="Content-Length" in upstream.headers,
+            dated="Date" in upstream.headers,
+        )
         # A sampled request keeps a copy of a textual answer (bounded); nothing else is copied.
         keep = ctx.sampled and upstream.headers.get("Content-Encoding") is None and _textual(content_type)
         copy: list[bytes] = []
@@ -250,8 +271,8 @@ class UpstreamClient:
             return refusal_response(OUTPUT_FAULT, ctx.request_id)
         headers = self._response_headers(upstream, ctx, plain=True)
         if inspector.action is not None:
-            headers[ACTION_HEADER] = inspector.action
-        return Response(upstream.status, headers, body, upstream.reason)
+            headers.append((ACTION_HEADER, inspector.action))
+        return Response(upstream.status, headers, body, upstream.reason, dated="Date" in upstream.headers)
 
     def _guarded(self, ctx: RequestContext, stream: StreamInspector, step: Callable[..., bytes], *args: bytes) -> bytes:
         """Run one step of the stream scan; an internal error cuts the stream (fail closed)."""
@@ -277,7 +298,12 @@ class UpstreamClient:
         self, request: HttpRequest, ctx: RequestContext, upstream: Answer, inspector: OutputInspector
     ) -> None:
         stream = inspector.stream()
-        answer = request.stream(upstream.status, self._response_headers(upstream, ctx, plain=True), upstream.reason)
+        answer = request.stream(
+            upstream.status,
+            self._response_headers(upstream, ctx, plain=True),
+            upstream.reason,
+            dated="Date" in upstream.headers,
+        )
         try:
             while chunk := await upstream.read():
                 out = self._guarded(ctx, stream, stream.feed, chunk)

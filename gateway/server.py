@@ -66,14 +66,19 @@ class MalformedBody(Exception):
     """The request body's framing was malformed (bad chunk sizes, say); nothing more can be read."""
 
 
+Headers = list[tuple[str, str]] | Mapping[str, str]
+
+
 @dataclass(slots=True)
 class Response:
-    """A complete answer, written in one call with its Content-Length."""
+    """A complete answer, written in one call with its Content-Length. `dated`: the headers include a
+    Date already (a proxied answer's own); else the server adds one."""
 
     status: int
-    headers: Iterable[tuple[str, str]] | Mapping[str, str]
+    headers: Headers
     body: bytes = b""
     reason: str | None = None
+    dated: bool = False
 
 
 @dataclass(slots=True)
@@ -127,11 +132,11 @@ class _Date:
         return cls.value
 
 
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+
+
 def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
 
 
 class HttpRequest:
@@ -212,9 +217,12 @@ class HttpRequest:
         chunks = self._chunks
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def stream(self, status: int, headers: CIMultiDict[str], reason: str | None = None) -> StreamedAnswer:
-        """Start an answer whose body is written piece by piece."""
-        return StreamedAnswer(self._connection, self, status, headers, reason)
+    def stream(
+        self, status: int, headers: Headers, reason: str | None = None, *, length: bool = False, dated: bool = False
+    ) -> StreamedAnswer:
+        """Start an answer whose body is written piece by piece. `length`: the headers carry its
+        Content-Length; `dated`: they carry a Date."""
+        return StreamedAnswer(self._connection, self, status, headers, reason, length=length, dated=dated)
 
     # --- fed by the connection ---
 
@@ -252,7 +260,15 @@ class StreamedAnswer:
     __slots__ = ("_connection", "_request", "_head", "_chunked", "_bodiless", "ended")
 
     def __init__(
-        self, connection: _Connection, request: HttpRequest, status: int, headers: CIMultiDict[str], reason: str | None
+        self,
+        connection: _Connection,
+        request: HttpRequest,
+        status: int,
+        headers: Headers,
+        reason: str | None,
+        *,
+        length: bool,
+        dated: bool,
     ) -> None:
         self._connection = connection
         self._request = request
@@ -260,13 +276,15 @@ class StreamedAnswer:
         self._bodiless = request.method == "HEAD" or status in _BODILESS_STATUS or status < 200
         self._chunked = False
         extra: list[tuple[str, str]] = []
-        if not self._bodiless and "Content-Length" not in headers:
+        if isinstance(headers, Mapping):
+            length, dated = length or "Content-Length" in headers, dated or "Date" in headers
+        if not self._bodiless and not length:
             if request.version == "1.1":
                 self._chunked = True
                 extra.append(("Transfer-Encoding", "chunked"))
             else:
                 request.close_after = True  # the body ends when the connection does
-        self._head: bytes | None = connection.head(request, status, reason, headers, extra)
+        self._head: bytes | None = connection.head(request, status, reason, headers, extra, dated=dated)
         self.ended = False
 
     async def write(self, data: bytes) -> None:
@@ -545,16 +563,15 @@ class _Connection(asyncio.Protocol):
         request: HttpRequest | _Refused,
         status: int,
         reason: str | None,
-        headers: Iterable[tuple[str, str]] | Mapping[str, str],
+        headers: Headers,
         extra: Iterable[tuple[str, str]] = (),
+        *,
+        dated: bool = False,
     ) -> bytes:
-        lines = [f"HTTP/1.1 {status} {reason or _reason(status)}\r\n"]
-        dated = False
-        items = cast(Iterable[tuple[str, str]], headers.items() if isinstance(headers, Mapping) else headers)
-        for name, value in items:
-            lines.append(f"{name}: {value}\r\n")
-            if not dated and name.lower() == "date":
-                dated = True
+        if isinstance(headers, Mapping):
+            dated = dated or "Date" in headers
+            headers = list(headers.items())
+        lines = [f"HTTP/1.1 {status} {reason or _reason(status)}\r\n", *[f"{n}: {v}\r\n" for n, v in headers]]
         for name, value in extra:
             lines.append(f"{name}: {value}\r\n")
         if not dated:
@@ -576,7 +593,7 @@ class _Connection(asyncio.Protocol):
         body = response.body
         status = response.status
         extra = () if status in _BODILESS_STATUS or status < 200 else (("Content-Length", str(len(body))),)
-        head = self.head(request, status, response.reason, response.headers, extra)
+        head = self.head(request, status, response.reason, response.headers, extra, dated=response.dated)
         if request.method == "HEAD" or not extra:
             return head
         return head + body

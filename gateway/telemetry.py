@@ -90,7 +90,7 @@ class Telemetry:
         if ctx.answer is not None or ctx.output_parts:
             flagged = classifier_flagged(*ctx.answer) if ctx.answer is not None else None
             self.detector.answer(chars=len(output), flagged=flagged)
-            self._metrics.output_chars.observe(len(output))
+            self._metrics.child(self._metrics.output_chars).observe(len(output))
         if ctx.matched_rules:
             reason = "matched"
         elif ctx.sampled:

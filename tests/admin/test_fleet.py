@@ -147,19 +147,20 @@ def test_workers_share_one_policy_and_one_metrics_endpoint(upstream: str, tmp_pa
         assert {_chat(primary.gateway, "worker phrase") for _ in range(40)} == {400}
         for _ in range(40):
             _chat(primary.gateway, "hello")
-        metrics = http("GET", f"{primary.admin}/metrics")[2]
-        proxied = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("containment_requests_total") and 'outcome="proxied"' in line
-        ]
-        assert proxied and float(proxied[0].split()[-1]) == 40.0
-        blocked = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("containment_requests_total") and 'outcome="block"' in line
-        ]
-        assert float(blocked[0].split()[-1]) == 40.0
+
+        def requests_total(outcome: str) -> float:
+            for line in metrics.splitlines():
+                if line.startswith("containment_requests_total") and f'outcome="{outcome}"' in line:
+                    return float(line.split()[-1])
+            return 0.0
+
+        for _ in range(30):  # each worker adds its batched counts to the shared files every second
+            metrics = http("GET", f"{primary.admin}/metrics")[2]
+            if requests_total("proxied") >= 40 and requests_total("block") >= 40:
+                break
+            time.sleep(0.2)
+        assert requests_total("proxied") == 40.0
+        assert requests_total("block") == 40.0
         version = [line for line in metrics.splitlines() if line.startswith("containment_policy_version")]
         assert version and float(version[0].split()[-1]) == 1.0
     finally:
