@@ -301,12 +301,6 @@ class StreamedAnswer:
         if connection.writing_paused:
             await connection.drain()
 
-    def flush_head(self) -> None:
-        """Send the head now, before any body (an event stream whose first event may take a while)."""
-        if self._head is not None:
-            self._connection.write(self._head)
-            self._head = None
-
     async def end(self) -> None:
         """The body is complete."""
         tail = b"0\r\n\r\n" if self._chunked else b""
@@ -441,6 +435,14 @@ class _Connection(asyncio.Protocol):
         headers: CIMultiDict[str] = CIMultiDict(
             [(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers]
         )
+        if "Transfer-Encoding" in headers and [v.strip().lower() for v in headers.getall("Transfer-Encoding")] != [
+            "chunked"
+        ]:
+            # llhttp takes e.g. `gzip, chunked`; a transfer-coded body could not be scanned (RFC 9112 §6.1: 501)
+            self._refusal = error_response(
+                501, "unsupported_transfer_encoding", "Only the chunked transfer coding is supported."
+            )
+            raise ValueError("transfer coding")
         request = HttpRequest(
             self,
             method,
@@ -501,7 +503,7 @@ class _Connection(asyncio.Protocol):
                 if isinstance(item, _Refused):
                     self.write(self.complete(item, item.response))
                     self._queue.popleft()
-                    self.close()
+                    self._finish(lingering=True)  # the client may still be sending what was refused
                     return
                 await self._answer(item)
                 self._queue.popleft()
@@ -516,6 +518,9 @@ class _Connection(asyncio.Protocol):
                     self._reading_paused = False
                     self.transport.resume_reading()
         except (ConnectionResetError, asyncio.CancelledError):
+            self.abort()
+        except Exception:  # an answer that could not even be written (say, unencodable headers)
+            log.exception("the data-plane server failed on a connection from %s", self.remote)
             self.abort()
         finally:
             self._task = None

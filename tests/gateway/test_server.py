@@ -190,6 +190,11 @@ async def test_malformed_chunk_framing_reaches_the_handler_as_malformed(
         (b"GET /a HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "request_header_too_large"),
         (b"GET /a HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, None),
         (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405, "method_not_allowed"),
+        (
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "unsupported_transfer_encoding",
+        ),
     ],
 )
 async def test_protocol_refusals_are_json_and_close(
