@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway.body import UnsupportedEncoding, read_body
@@ -428,3 +431,100 @@ async def test_a_compression_bomb_stops_at_the_limit() -> None:
 async def test_corrupt_or_truncated_compressed_bodies_are_refused(packed: bytes, encoding: str) -> None:
     with pytest.raises(UnsupportedEncoding):
         await read_body(_Body(packed, encoding), 1024)  # type: ignore[arg-type]
+
+
+# --- fuzzing the server with malformed, pipelined and fragmented requests ---
+
+_SEP = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b""])
+_HEADER = st.tuples(
+    st.sampled_from(
+        [b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect", b"Content-Encoding", b"X-A"]
+    )
+    | st.binary(max_size=8),
+    st.sampled_from(
+        [b"a", b"0", b"5", b"-1", b"chunked", b"gzip, chunked", b"close", b"keep-alive", b"100-continue", b"gzip"]
+        + [b"99999999999999999999", b"5, 5", b" chunked"]
+    )
+    | st.binary(max_size=16),
+)
+_BODY = st.binary(max_size=40) | st.sampled_from([b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n", b"3\r\nab", b"0\r\n\r\n"])
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> bytes:
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"PRI", b"G T"]))
+        target = draw(
+            st.sampled_from([b"/", b"/v1/a?b=c", b"*", b"http://x/y", b"/%zz", b"/a b"]) | st.binary(max_size=12)
+        )
+        version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 ", b"HTTQ/1.1"]))
+        sep = draw(_SEP)
+        head = method + b" " + target + b" " + version + sep
+        for name, value in draw(st.lists(_HEADER, max_size=4)):
+            head += name + b": " + value + draw(_SEP)
+        parts.append(head + sep + draw(_BODY))
+    return b"".join(parts)
+
+
+class _FuzzTarget:
+    """A server on its own loop in a thread, so that hypothesis can drive it with plain sockets."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(5)
+
+    async def _handle(self, request: HttpRequest) -> Response:
+        try:
+            body = await read_body(request, 64)
+        except (BodyTooLarge, MalformedBody, UnsupportedEncoding):
+            return Response(400, [], b"refused")
+        return Response(200, [("Content-Type", "text/plain")], body)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = DataPlaneServer(self._handle, max_body_bytes=64, idle_timeout=0.2, write_timeout=1)
+        self.address = self.loop.run_until_complete(self.server.start("127.0.0.1", 0))
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(grace=0), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_target() -> Iterator[_FuzzTarget]:
+    target = _FuzzTarget()
+    yield target
+    target.stop()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_requests(), cuts=st.lists(st.integers(1, 60), max_size=4))
+def test_fuzzed_requests_get_well_formed_answers_and_the_connection_ends(
+    fuzz_target: _FuzzTarget, caplog: pytest.LogCaptureFixture, data: bytes, cuts: list[int]
+) -> None:
+    import re
+    import socket
+
+    with socket.create_connection(fuzz_target.address, timeout=5) as sock:
+        rest = data
+        for cut in cuts:  # fragments, as a slow or hostile client sends them
+            piece, rest = rest[:cut], rest[cut:]
+            sock.sendall(piece)
+        sock.sendall(rest)
+        received = b""
+        while chunk := sock.recv(65536):  # the idle timeout (0.2 s) ends every connection; a hang fails here
+            received += chunk
+    statuses = re.findall(rb"(?:^|\r\n)HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", received)
+    assert received == b"" or statuses, received[:200]
+    assert all(status not in (b"500",) for status in statuses), received[:300]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gateway")]
