@@ -102,8 +102,7 @@ def _sent(response: Response) -> tuple[int, Response]:
     return response.status, response
 
 
-def _upstream_refusal(status: int, code: str, message: str) -> Refusal:
-    return Refusal(status=status, code=code, type="upstream_error", message=message, action="upstream_error")
+_TIMED_OUT = (504, "upstream_timeout", "The model endpoint did not answer in time.")
 
 
 class UpstreamClient:
@@ -151,35 +150,15 @@ class UpstreamClient:
             # inspected answers are read (and sent) plain
             upstream = await self._pool.request(origin, request.method, head, body, decode=inspecting)
         except UpstreamTimeout:
-            self._metrics.upstream_errors.labels(route, "timeout").inc()
-            return _sent(
-                refusal_response(
-                    _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
-                    ctx.request_id,
-                )
-            )
+            return _sent(self._failure(ctx, "timeout", *_TIMED_OUT))
         except UndecodableAnswer as exc:
-            self._metrics.upstream_errors.labels(route, "undecodable").inc()
             log.warning("upstream %s: %s", route, exc)
-            return _sent(
-                refusal_response(
-                    _upstream_refusal(
-                        502,
-                        "upstream_encoding_unsupported",
-                        "The model's answer came in a compression the gateway cannot check.",
-                    ),
-                    ctx.request_id,
-                )
-            )
+            message = "The model's answer came in a compression the gateway cannot check."
+            return _sent(self._failure(ctx, "undecodable", 502, "upstream_encoding_unsupported", message))
         except UpstreamFailed as exc:
-            self._metrics.upstream_errors.labels(route, "unavailable").inc()
             log.warning("upstream %s unavailable: %s", route, exc)
-            return _sent(
-                refusal_response(
-                    _upstream_refusal(502, "upstream_unavailable", "The model endpoint could not be reached."),
-                    ctx.request_id,
-                )
-            )
+            message = "The model endpoint could not be reached."
+            return _sent(self._failure(ctx, "unavailable", 502, "upstream_unavailable", message))
         try:
             self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
             content_type = upstream.headers.get("Content-Type", "").lower()
@@ -192,6 +171,12 @@ class UpstreamClient:
             return upstream.status, None
         finally:
             upstream.release()
+
+    def _failure(self, ctx: RequestContext, kind: str, status: int, code: str, message: str) -> Response:
+        """Count an upstream failure of `kind`, and answer the client for it."""
+        self._metrics.upstream_errors.labels(ctx.route.name, kind).inc()
+        refusal = Refusal(status=status, code=code, type="upstream_error", message=message, action="upstream_error")
+        return refusal_response(refusal, ctx.request_id)
 
     def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> list[tuple[str, str]]:
         """The upstream's end-to-end headers, with the gateway's own (the request id, and any a filter
@@ -242,26 +227,14 @@ class UpstreamClient:
         try:
             body = await _read_limited(upstream, self._max_response)
         except UpstreamTimeout:
-            self._metrics.upstream_errors.labels(ctx.route.name, "timeout").inc()
-            return refusal_response(
-                _upstream_refusal(504, "upstream_timeout", "The model endpoint did not answer in time."),
-                ctx.request_id,
-            )
+            return self._failure(ctx, "timeout", *_TIMED_OUT)
         except _TooLarge:
             upstream.close()
-            self._metrics.upstream_errors.labels(ctx.route.name, "too_large").inc()
-            return refusal_response(
-                _upstream_refusal(
-                    502, "upstream_response_too_large", "The model's answer was too large to be checked."
-                ),
-                ctx.request_id,
-            )
+            message = "The model's answer was too large to be checked."
+            return self._failure(ctx, "too_large", 502, "upstream_response_too_large", message)
         except UpstreamFailed:
-            self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
-            return refusal_response(
-                _upstream_refusal(502, "upstream_unavailable", "The model endpoint failed mid-answer."),
-                ctx.request_id,
-            )
+            message = "The model endpoint failed mid-answer."
+            return self._failure(ctx, "stream_aborted", 502, "upstream_unavailable", message)
         ctx.answer = (content_type, body)
         try:
             body = inspector.inspect_body(content_type, body)
