@@ -6,7 +6,8 @@
 Starts `containment mock-upstream` and `containment serve` as real processes on free loopback ports,
 keeps clean chat traffic flowing, pushes the rule set through the admin API, and reports: the push
 call's duration, the time from the push until a request containing a pushed phrase is refused, the
-traffic's failures and latency during the push, and the gateway's RSS. Bounded: stops by itself.
+traffic's failures and latency during the push, the time a kill switch then takes to be enforced with
+the rules loaded, and the gateway's RSS. Bounded: stops by itself.
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ async def traffic(
         latencies.append(time.perf_counter() - started)
 
 
+async def engage_kill_switch(session: aiohttp.ClientSession, base: str, admin: str) -> float:
+    """With the rules loaded: engage a kill switch scoped to a model the clean traffic does not use, and
+    return the time from the call until a request for that model is refused."""
+    started = time.perf_counter()
+    async with session.put(
+        f"{admin}/v1/killswitches/model:bench-killed",
+        json={"engaged": True, "reason": "bench"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as response:
+        assert response.status == 200, await response.text()
+    probe = {"model": "bench-killed", "messages": [{"role": "user", "content": "hello"}]}
+    while time.perf_counter() - started < 30:
+        async with session.post(f"{base}/v1/chat/completions", json=probe) as answer:
+            if answer.status == 503:
+                return time.perf_counter() - started
+    return float("nan")
+
+
 async def run(args: argparse.Namespace) -> None:
     mock, mock_port = start_mock()
     gateway, gw_port, admin_port = start_gateway(mock_port)
@@ -100,6 +119,7 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.01)
             during = list(baseline)
             await asyncio.sleep(1)
+            kill_seconds = await engage_kill_switch(session, base, admin)
             stop.set()
             await asyncio.gather(*workers)
             rss_after = rss_mb(gateway.pid)
@@ -127,6 +147,7 @@ async def run(args: argparse.Namespace) -> None:
         f"| latency during the push p50 / p99 / max, ms | {pct(during, 0.5):.2f} / {pct(during, 0.99):.2f} / "
         f"{pct(during, 1.0):.2f} |"
     )
+    print(f"| kill switch call → first refused request, rules loaded, ms | {kill_seconds * 1e3:.1f} |")
     print(f"| gateway RSS before / after, MB | {rss_before:.0f} / {rss_after:.0f} |")
 
 

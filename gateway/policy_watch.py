@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import logging
 import time
@@ -73,8 +74,14 @@ class SnapshotHolder:
                 return
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
+            previous = self.snapshot
             try:
-                snapshot = await loop.run_in_executor(self._executor, self._compile, policy)
+                if policy.rules is previous.rules:
+                    # Only controls changed: nothing to build, so no waiting behind a build in the
+                    # worker thread (a Hyperscan upgrade takes seconds) — a kill switch is enforced now.
+                    snapshot = self._compile(policy, reuse=previous)
+                else:
+                    snapshot = await loop.run_in_executor(self._executor, self._compile, policy)
             except Exception:
                 self._metrics.reload_failures.inc()
                 log.exception(
@@ -84,6 +91,8 @@ class SnapshotHolder:
             self.snapshot = snapshot
             self._metrics.reload_seconds.observe(time.perf_counter() - started)
             self._record(snapshot)
+            if snapshot.input is previous.input:
+                return  # only controls changed: the matchers (and any upgrade of them under way) carry over
             if self._upgrade and snapshot.rule_count:
                 self._upgrading = asyncio.create_task(self._upgrade_to_hyperscan(policy))
             else:
@@ -101,8 +110,9 @@ class SnapshotHolder:
         except Exception:
             log.exception("Hyperscan build of policy version %s failed; pyahocorasick stays", policy.version)
             return
-        if self.snapshot.version == faster.version:  # no newer policy arrived meanwhile
-            self.snapshot = faster
+        current = self.snapshot
+        if current.rules is faster.rules:  # no other rules arrived meanwhile (controls may have changed)
+            self.snapshot = dataclasses.replace(current, input=faster.input, output=faster.output)
             await self._give_back_memory()
 
     async def _give_back_memory(self) -> None:

@@ -98,6 +98,7 @@ class CompiledPolicy:
     access: CompiledAccess = CompiledAccess()
     limits: tuple[CompiledLimit, ...] = ()
     sampling: SamplingPolicy = SamplingPolicy()
+    rules: tuple[Rule, ...] = ()  # the rules the matchers were built from (by reference: see `reuse`)
 
 
 def _applies(rule: Rule, direction: str) -> bool:
@@ -105,25 +106,38 @@ def _applies(rule: Rule, direction: str) -> bool:
 
 
 def compile_policy(
-    policy: Policy, *, regex_budget: float = DEFAULT_REGEX_BUDGET, backend: str = "auto"
+    policy: Policy,
+    *,
+    regex_budget: float = DEFAULT_REGEX_BUDGET,
+    backend: str = "auto",
+    reuse: CompiledPolicy | None = None,
 ) -> CompiledPolicy:
+    """The policy compiled for enforcement. When `reuse` was compiled from the very same rules (the
+    stores hand over the same tuple when only kill switches, access lists, limits or sampling changed),
+    its matchers are kept: a kill switch must not wait for 100k rules to be rebuilt. A kept matcher may
+    hold rules that expired since it was built; the filters check expiry on every hit anyway."""
     now = utcnow()
-    live = [rule for rule in policy.rules if not rule.expired(now)]
-    inputs = [r for r in live if _applies(r, "input")]
-    outputs = [r for r in live if _applies(r, "output")]
-    input_matcher = Matcher(inputs, regex_budget=regex_budget, backend=backend)
-    # Rules default to "both": then one matcher serves both directions (half the build time and memory).
-    same = len(inputs) == len(outputs) and all(a is b for a, b in zip(inputs, outputs, strict=True))
+    if reuse is not None and reuse.rules is policy.rules:
+        input_matcher, output_matcher = reuse.input, reuse.output
+    else:
+        live = [rule for rule in policy.rules if not rule.expired(now)]
+        inputs = [r for r in live if _applies(r, "input")]
+        outputs = [r for r in live if _applies(r, "output")]
+        input_matcher = Matcher(inputs, regex_budget=regex_budget, backend=backend)
+        # Rules default to "both": then one matcher serves both directions (half the build time and memory).
+        same = len(inputs) == len(outputs) and all(a is b for a, b in zip(inputs, outputs, strict=True))
+        output_matcher = input_matcher if same else Matcher(outputs, regex_budget=regex_budget, backend=backend)
     return CompiledPolicy(
         version=policy.version,
         compiled_at=now,
         input=input_matcher,
-        output=input_matcher if same else Matcher(outputs, regex_budget=regex_budget, backend=backend),
+        output=output_matcher,
         killswitches=MappingProxyType(dict(policy.killswitches)),
         rule_count=len(policy.rules),
         access=CompiledAccess.build(policy.access),
         limits=tuple(CompiledLimit.build(limit, policy.ratelimits.throttle) for limit in policy.ratelimits.limits),
         sampling=policy.sampling,
+        rules=policy.rules,
     )
 
 
