@@ -56,9 +56,11 @@ class Manifest(BaseModel):
 
 
 def policy_from_manifest(manifest: Manifest, rules: Sequence[Rule]) -> Policy:
-    data = manifest.model_dump(exclude={"rules_file"})
-    data["rules"] = tuple(rules)
-    return Policy.model_validate(data)
+    """The policy a manifest describes, with `rules` (already validated) as its rules. A tuple is kept as
+    the very same object: a replica whose rules did not change hands the data plane the same tuple, and
+    the data plane then keeps its compiled matchers (`rules.compile.compile_policy`)."""
+    policy = Policy.model_validate(manifest.model_dump(exclude={"rules_file"}))
+    return policy.model_copy(update={"rules": tuple(rules)})
 
 
 def materialize(state_dir: Path, manifest: Manifest) -> Policy:
@@ -313,6 +315,7 @@ class FileFollower:
         self._dir = state_dir
         self._interval = poll_interval
         self._policy = Policy()
+        self._rules_file: str | None = None
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -341,7 +344,11 @@ class FileFollower:
         manifest = Manifest.model_validate_json(raw)
         if manifest.version <= self._policy.version:
             return False
-        self._policy = await asyncio.to_thread(materialize, self._dir, manifest)
+        if manifest.rules_file == self._rules_file and self._policy.version:  # only controls changed
+            self._policy = policy_from_manifest(manifest, self._policy.rules)
+        else:
+            self._policy = await asyncio.to_thread(materialize, self._dir, manifest)
+        self._rules_file = manifest.rules_file
         for listener in self._listeners:
             await listener(self._policy)
         return True

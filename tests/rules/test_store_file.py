@@ -153,3 +153,25 @@ async def test_history_keeps_whole_policies_and_rules_files_only_when_rules_chan
     reopened = EmbeddedStore(tmp_path)
     assert [r.pattern for r in (await reopened.open()).rules] == ["one", "two", "three", "four"]
     await reopened.close()
+
+
+async def test_a_follower_keeps_its_rules_when_only_controls_change(tmp_path: Path) -> None:
+    # `--workers`: the same tuple, not a re-read one, so that a worker keeps its compiled matchers.
+    from rules.store_file import FileFollower
+    from tests.rules.test_store_contract import engage
+
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    follower = FileFollower(tmp_path)
+    try:
+        await store.update(_add("keep me"))
+        assert await follower.refresh()
+        rules = follower.current().rules
+        await store.update(engage)
+        assert await follower.refresh()
+        assert "global" in follower.current().killswitches and follower.current().rules is rules
+        await store.update(_add("another"))
+        assert await follower.refresh()
+        assert len(follower.current().rules) == 2 and follower.current().rules is not rules
+    finally:
+        await store.close()

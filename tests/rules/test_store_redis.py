@@ -134,3 +134,21 @@ async def test_an_idle_replica_stays_healthy(redis_server: RedisServer, replicas
         await asyncio.sleep(0.1)
         samples.append(a.healthy)
     assert all(samples)
+
+
+async def test_a_controls_change_hands_every_replica_the_same_rules(
+    redis_server: RedisServer, replicas: object
+) -> None:
+    # The same tuple, not an equal one: the data plane keeps its compiled matchers only then.
+    a = await replicas(redis_server.url, "a")  # type: ignore[operator]
+    b = await replicas(redis_server.url, "b")  # type: ignore[operator]
+    await a.update(add("keep me"))
+    await _wait_for(lambda: b.current().version == 1)
+    rules_a, rules_b = a.current().rules, b.current().rules
+    await a.update(engage)
+    await _wait_for(lambda: b.current().version == 2)
+    assert "global" in b.current().killswitches
+    assert a.current().rules is rules_a and b.current().rules is rules_b
+    await a.update(add("new rule"))
+    await _wait_for(lambda: b.current().version == 3)
+    assert b.current().rules is not rules_b and len(b.current().rules) == 2
