@@ -14,9 +14,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-commander-token"
 CLI = [sys.executable, "-m", "admin.cli"]
+
+
+async def admin_call(session: aiohttp.ClientSession, method: str, url: str, payload: object, expect: int) -> None:
+    """One admin API call with the bench's commander token; any other status than `expect` stops the run."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with session.request(method, url, json=payload, headers=headers) as response:
+        if response.status != expect:
+            raise SystemExit(f"{method} {url}: HTTP {response.status}: {await response.text()}")
+        await response.read()
 
 
 def free_port() -> int:

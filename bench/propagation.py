@@ -25,7 +25,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.processes import TOKEN, start_gateway, start_mock, start_redis  # noqa: E402
+from bench.processes import admin_call, start_gateway, start_mock, start_redis  # noqa: E402
 from bench.push import wait_ready  # noqa: E402
 
 
@@ -64,12 +64,8 @@ async def run(args: argparse.Namespace) -> None:
                 phrase = f"propagation probe {push} zq"
                 _, admin = ports[push % len(ports)]
                 started = time.perf_counter()
-                async with session.post(
-                    f"http://127.0.0.1:{admin}/v1/rules",
-                    json={"rules": [{"pattern": phrase}], "reason": "bench"},
-                    headers={"Authorization": f"Bearer {TOKEN}"},
-                ) as response:
-                    assert response.status == 201, await response.text()
+                payload = {"rules": [{"pattern": phrase}], "reason": "bench"}
+                await admin_call(session, "POST", f"http://127.0.0.1:{admin}/v1/rules", payload, 201)
                 pushed = time.perf_counter()
                 calls.append(pushed - started)
 

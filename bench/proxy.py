@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus import rules as make_rules  # noqa: E402
-from bench.processes import TOKEN, rss_mb, start_gateway, start_mock  # noqa: E402
+from bench.processes import admin_call, rss_mb, start_gateway, start_mock  # noqa: E402
 
 TEXT = "Please summarise the history of the water system for the research team in plain words"  # 80 chars
 
@@ -147,12 +147,8 @@ async def load_rules(admin_port: int, gw_port: int, literals: int, regexes: int)
         rules = make_rules(literals, regexes)
         for rule in rules:
             rule["stage"] = 2  # no default expiry needed here
-        async with session.post(
-            f"http://127.0.0.1:{admin_port}/v1/rules",
-            json={"rules": rules, "reason": "bench"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as response:
-            assert response.status == 201, await response.text()
+        payload = {"rules": rules, "reason": "bench"}
+        await admin_call(session, "POST", f"http://127.0.0.1:{admin_port}/v1/rules", payload, 201)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus import rules as make_rules  # noqa: E402
-from bench.processes import TOKEN, rss_mb, start_gateway, start_mock  # noqa: E402
+from bench.processes import admin_call, rss_mb, start_gateway, start_mock  # noqa: E402
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
@@ -64,12 +64,8 @@ async def engage_kill_switch(session: aiohttp.ClientSession, base: str, admin: s
     """With the rules loaded: engage a kill switch scoped to a model the clean traffic does not use, and
     return the time from the call until a request for that model is refused."""
     started = time.perf_counter()
-    async with session.put(
-        f"{admin}/v1/killswitches/model:bench-killed",
-        json={"engaged": True, "reason": "bench"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as response:
-        assert response.status == 200, await response.text()
+    switch = {"engaged": True, "reason": "bench"}
+    await admin_call(session, "PUT", f"{admin}/v1/killswitches/model:bench-killed", switch, 200)
     probe = {"model": "bench-killed", "messages": [{"role": "user", "content": "hello"}]}
     while time.perf_counter() - started < 30:
         async with session.post(f"{base}/v1/chat/completions", json=probe) as answer:
@@ -101,13 +97,7 @@ async def run(args: argparse.Namespace) -> None:
             before_push = list(baseline)
             baseline.clear()
             started = time.perf_counter()
-            async with session.post(
-                f"{admin}/v1/rules",
-                json={"rules": rules, "reason": "bench"},
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ) as response:
-                assert response.status == 201, await response.text()
-                await response.read()
+            await admin_call(session, "POST", f"{admin}/v1/rules", {"rules": rules, "reason": "bench"}, 201)
             push_seconds = time.perf_counter() - started
             enforced_seconds = float("nan")
             deadline = time.perf_counter() + 30
