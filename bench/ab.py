@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.processes import start_gateway, start_mock  # noqa: E402
-from bench.proxy import TEXT, body, cpu_seconds, load_rules, measure  # noqa: E402
+from bench.proxy import TEXT, body, cpu_seconds, load_policy, measure  # noqa: E402
 
 
 def checkout(revision: str, into: Path) -> Path:
@@ -53,13 +53,11 @@ def main() -> None:
     gateways: list[tuple[str, subprocess.Popen[bytes], int, int]] = []
     try:
         for revision, tree in zip(args.revisions, trees, strict=True):
-            process, port, admin = start_gateway(
-                mock_port, state_dir=tempfile.mkdtemp(dir=scratch), env={"CONTAINMENT_SAMPLE_RATE": "0"}, tree=tree
-            )
+            process, port, admin = start_gateway(mock_port, state_dir=tempfile.mkdtemp(dir=scratch), tree=tree)
             gateways.append((revision, process, port, admin))
         time.sleep(2)
         for _, _, port, admin in gateways:
-            asyncio.run(load_rules(admin, port, args.literals, args.regexes))
+            asyncio.run(load_policy(admin, port, args.literals, args.regexes))
         time.sleep(12)  # Hyperscan builds replace the first ones; heaps trimmed
         for stream in (False, True):
             payload = body(stream)

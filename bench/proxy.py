@@ -1,5 +1,6 @@
 """Proxy benchmark: the same chat request direct to the mock upstream and through the gateway, side by
-side in one run, with 100k literal + 100 regex rules loaded (input and output scanning on).
+side in one run, with every check on: 100k literal + 100 regex rules (input and output scanning), a
+deny list, a per-IP rate limit, and the default 1 % sampling.
 
     .venv/bin/python bench/proxy.py                    # wrk when installed, else a Python load client
     .venv/bin/python bench/proxy.py --seconds 10 --literals 100000 --regexes 100
@@ -129,13 +130,20 @@ def measure(url: str, payload: bytes, concurrency: int, seconds: float, use_wrk:
 
 
 def start() -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
-    """The mock upstream (20 chunks per streamed answer) and one gateway with sampling off."""
+    """The mock upstream (20 chunks per streamed answer) and one gateway with its default settings
+    (sampling 1 % of requests)."""
     mock, mock_port = start_mock(chunk_chars=len(TEXT) // 20)
-    gateway, gw_port, admin_port = start_gateway(mock_port, env={"CONTAINMENT_SAMPLE_RATE": "0"})
+    gateway, gw_port, admin_port = start_gateway(mock_port)
     return [mock, gateway], mock_port, gw_port, admin_port
 
 
-async def load_rules(admin_port: int, gw_port: int, literals: int, regexes: int) -> None:
+# Every check on: besides the rules, a deny list (none of it loopback) and a per-IP rate limit far above
+# what a run sends, so that both are evaluated on every request without refusing any.
+ACCESS = {"deny": {"cidrs": [f"10.{index}.0.0/16" for index in range(100)]}, "reason": "bench"}
+LIMITS = {"limits": [{"subject": "ip", "requests": 10_000_000, "per_seconds": 60}], "reason": "bench"}
+
+
+async def load_policy(admin_port: int, gw_port: int, literals: int, regexes: int) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
         for _ in range(200):
             try:
@@ -147,8 +155,10 @@ async def load_rules(admin_port: int, gw_port: int, literals: int, regexes: int)
         rules = make_rules(literals, regexes)
         for rule in rules:
             rule["stage"] = 2  # no default expiry needed here
-        payload = {"rules": rules, "reason": "bench"}
-        await admin_call(session, "POST", f"http://127.0.0.1:{admin_port}/v1/rules", payload, 201)
+        admin = f"http://127.0.0.1:{admin_port}"
+        await admin_call(session, "POST", f"{admin}/v1/rules", {"rules": rules, "reason": "bench"}, 201)
+        await admin_call(session, "PUT", f"{admin}/v1/access", ACCESS, 200)
+        await admin_call(session, "PUT", f"{admin}/v1/ratelimits", LIMITS, 200)
 
 
 def main() -> None:
@@ -164,7 +174,7 @@ def main() -> None:
     rows = []
     try:
         time.sleep(1.0)
-        asyncio.run(load_rules(admin_port, gw_port, args.literals, args.regexes))
+        asyncio.run(load_policy(admin_port, gw_port, args.literals, args.regexes))
         # With Hyperscan installed, its build of the policy replaces pyahocorasick's by then (heap trimmed).
         time.sleep(12)
         gateway_pid = processes[1].pid

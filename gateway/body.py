@@ -8,9 +8,9 @@ import ipaddress
 import zlib
 from collections.abc import Mapping, Sequence
 
-from gateway.context import Identity, IPAddress
+from gateway.context import Identity
 from gateway.server import BodyTooLarge, HttpRequest, MalformedBody
-from rules.compile import Network
+from rules.compile import IPAddress, Network
 
 KEY_HEADERS = ("api-key", "x-api-key")
 
@@ -68,10 +68,15 @@ def inflate(data: bytes, encoding: str, limit: int) -> bytes:
 
 @functools.lru_cache(maxsize=4096)  # the same few peers and proxies, request after request
 def _parse_ip(value: str) -> IPAddress | None:
+    """The address, with an IPv4-mapped IPv6 one (`::ffff:10.1.2.3`, how a dual-stack listener sees an
+    IPv4 client) as the IPv4 address it stands for, so that IPv4 CIDRs in the access lists match it."""
     try:
-        return ipaddress.ip_address(value.strip().strip("[]"))
+        address = ipaddress.ip_address(value.strip().strip("[]"))
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def client_address(peer: str, forwarded_for: list[str], trusted: Sequence[Network]) -> tuple[str, IPAddress | None]:

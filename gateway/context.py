@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.routing import Route
-from rules.compile import CompiledPolicy
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from rules.compile import CompiledPolicy, IPAddress
 
 
 @dataclass(frozen=True, slots=True)

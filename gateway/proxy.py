@@ -64,6 +64,7 @@ OUTPUT_FAULT = Refusal(
 
 
 _SKIP: dict[frozenset[str], frozenset[str]] = {}
+_DROP_WITH: dict[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] = {}
 
 
 def end_to_end(headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str]) -> list[tuple[str, str]]:
@@ -184,7 +185,11 @@ class UpstreamClient:
         drop = _PLAIN_DROP if plain else _AS_IS_DROP
         extra = ctx.response_headers
         if extra:
-            drop = drop | {name.lower() for name in extra}
+            key = (drop, tuple(extra))
+            combined = _DROP_WITH.get(key)
+            if combined is None:  # a handful of combinations: the headers filters set are fixed names
+                combined = _DROP_WITH[key] = drop | {name.lower() for name in extra}
+            drop = combined
         headers = end_to_end(upstream.headers, drop=drop)
         headers.append((REQUEST_ID_HEADER, ctx.request_id))
         if extra:

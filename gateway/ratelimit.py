@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 MAX_BUCKETS = 200_000
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(NamedTuple):  # a tuple: built for every limit of every request, it must be cheap to make
     key: str
     requests: int  # the limit (after the throttle): per `window` seconds
     interval: float  # GCRA: seconds between requests at the sustained rate
@@ -24,8 +22,7 @@ class Bucket:
     window: float = 60.0  # the limit's per_seconds, for counting across a fleet
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     limit: int  # the tightest bucket's limit
     remaining: int

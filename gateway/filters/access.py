@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gateway.context import RequestContext
 from gateway.verdict import CONTINUE, Refusal, Verdict
-from rules.compile import CompiledAccess, Network
+from rules.compile import CompiledAccess
 
 REFUSED = Refusal(
     status=403,
@@ -18,10 +18,6 @@ REFUSED = Refusal(
     message="Access to this service is restricted.",
     action="access_restricted",
 )
-
-
-def _in(ip: object, networks: tuple[Network, ...]) -> bool:
-    return ip is not None and any(ip in network for network in networks)
 
 
 class AccessFilter:
@@ -35,13 +31,13 @@ class AccessFilter:
         if (
             (identity.key_id is not None and identity.key_id in access.deny_keys)
             or (identity.tenant is not None and identity.tenant in access.deny_tenants)
-            or _in(identity.ip, access.deny_networks)
+            or identity.ip in access.deny_networks
         ):
             return REFUSED
         if access.restricted and not (
             (identity.key_id is not None and identity.key_id in access.allow_keys)
             or (identity.tenant is not None and identity.tenant in access.allow_tenants)
-            or _in(identity.ip, access.allow_networks)
+            or identity.ip in access.allow_networks
         ):
             return REFUSED
         return CONTINUE

@@ -22,7 +22,7 @@ ANONYMOUS = "-"
 
 
 def _subject(limit: CompiledLimit, ctx: RequestContext) -> str:
-    subject = limit.limit.subject
+    subject = limit.subject
     if subject == "key":
         return ctx.identity.key_id or ANONYMOUS
     if subject == "tenant":
@@ -42,17 +42,11 @@ class RateLimitFilter:
         limits = ctx.snapshot.limits
         if not limits:
             return CONTINUE
+        route, model = ctx.route.name, ctx.model
         buckets = [
-            Bucket(
-                f"{limit.key}:{_subject(limit, ctx)}",
-                limit.requests,
-                limit.interval,
-                limit.tolerance,
-                limit.limit.per_seconds,
-            )
+            Bucket(f"{limit.key}:{_subject(limit, ctx)}", limit.requests, limit.interval, limit.tolerance, limit.window)
             for limit in limits
-            if (limit.limit.route is None or limit.limit.route == ctx.route.name)
-            and (limit.limit.model is None or limit.limit.model == ctx.model)
+            if (limit.route is None or limit.route == route) and (limit.model is None or limit.model == model)
         ]
         if not buckets:
             return CONTINUE
@@ -70,10 +64,12 @@ class RateLimitFilter:
         return self._verdict(decision, ctx)
 
     def _verdict(self, decision: Decision, ctx: RequestContext) -> Verdict:
-        headers = {"X-RateLimit-Limit": str(decision.limit), "X-RateLimit-Remaining": str(decision.remaining)}
         if decision.allowed:
-            ctx.response_headers.update(headers)
+            answer = ctx.response_headers
+            answer["X-RateLimit-Limit"] = str(decision.limit)
+            answer["X-RateLimit-Remaining"] = str(decision.remaining)
             return CONTINUE
+        headers = {"X-RateLimit-Limit": str(decision.limit), "X-RateLimit-Remaining": str(decision.remaining)}
         return Refusal(
             status=429,
             code="rate_limited",

@@ -6,6 +6,8 @@ import hashlib
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.body import client_address
 from tests.conftest import Stack, StackFactory, chat
@@ -88,3 +90,34 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/3
 )
 def test_client_address(peer: str, forwarded: list[str], expected: str) -> None:
     assert client_address(peer, forwarded, TRUSTED)[0] == expected
+
+
+_V4 = st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1))
+_V6 = st.builds(ipaddress.IPv6Address, st.integers(0, 2**128 - 1))
+_NETWORKS = st.one_of(
+    st.builds(lambda a, n: ipaddress.ip_network(f"{a}/{n}", strict=False), _V4, st.integers(0, 32)),
+    st.builds(lambda a, n: ipaddress.ip_network(f"{a}/{n}", strict=False), _V6, st.integers(0, 128)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(networks=st.lists(_NETWORKS, max_size=20), addresses=st.lists(_V4 | _V6, max_size=10), data=st.data())
+def test_a_network_set_answers_as_a_scan_of_its_networks_would(
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    data: st.DataObject,
+) -> None:
+    from rules.compile import NetworkSet
+
+    if networks:  # and addresses inside some of them, where most of the random ones fall outside all
+        inside = data.draw(st.sampled_from(networks))
+        addresses.append(inside.network_address + data.draw(st.integers(0, inside.num_addresses - 1)))
+    found = NetworkSet(networks)
+    for address in addresses:
+        assert (address in found) == any(address in network for network in networks), (address, networks)
+    assert None not in found and bool(found) == bool(networks)
+
+
+def test_an_ipv4_mapped_peer_is_its_ipv4_address() -> None:
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; IPv4 deny lists must still match them.
+    assert client_address("::ffff:10.1.2.3", [], ()) == ("::ffff:10.1.2.3", ipaddress.IPv4Address("10.1.2.3"))
