@@ -21,8 +21,8 @@ Behaviour:
   connection (HTTP/1.0). A head waits to go out with the first body bytes (one write for a small answer).
 - A write that finds the connection's buffer above its high-water mark waits for it to drain for at
   most `write_timeout`; a client that stops reading for that long is dropped.
-- When a response is sent before its request body was read (413, 408), the connection is closed after a
-  lingering half-close, so that the client reads the answer instead of a reset.
+- A connection the server closes (after `Connection: close`, HTTP/1.0, a body it did not read, a
+  refusal) gets a lingering half-close, so that a client still sending reads the answer, not a reset.
 - `close(grace)` stops accepting, closes idle connections, lets requests in progress finish for up to
   `grace` seconds, then cuts the rest.
 """
@@ -503,7 +503,7 @@ class _Connection(asyncio.Protocol):
                 if isinstance(item, _Refused):
                     self.write(self.complete(item, item.response))
                     self._queue.popleft()
-                    self._finish(lingering=True)  # the client may still be sending what was refused
+                    self._finish()  # the client may still be sending what was refused
                     return
                 await self._answer(item)
                 self._queue.popleft()
@@ -511,7 +511,7 @@ class _Connection(asyncio.Protocol):
                     self.abort()  # an answer cut short (the upstream broke off): the client must see it end early
                     return
                 if item.close_after or not item.keep_alive or not item.body_complete or self.server.closing:
-                    self._finish(lingering=not item.body_complete)
+                    self._finish()
                     return
                 self._idle_since = self.loop.time()
                 if self._reading_paused and len(self._queue) <= _MAX_QUEUED // 2 and self.transport is not None:
@@ -547,19 +547,18 @@ class _Connection(asyncio.Protocol):
         self.write(self.complete(request, response))
         request.finished = True
 
-    def _finish(self, *, lingering: bool) -> None:
+    def _finish(self) -> None:
+        """Close after an answer. The client may still be sending (a body we did not read, requests it
+        pipelined after a `Connection: close` one): closing a socket with unread bytes resets it, and
+        the client may then lose the answer. So: half-close, read and drop what comes, and close when
+        the client closes its side or after a short linger."""
         if self.transport is None or self.closed:
             return
-        if not lingering:
-            self.close()
-            return
-        # The client may still be sending the body we did not read: half-close, read and drop what
-        # comes, then close, so that it reads our answer instead of a connection reset.
         self._stopped_reading = True
         with contextlib.suppress(OSError, RuntimeError):
             if self.transport.can_write_eof():
                 self.transport.write_eof()
-        self.loop.call_later(_LINGER_SECONDS, self.close)
+        self.loop.call_later(min(_LINGER_SECONDS, self.server.idle_timeout), self.close)
 
     # --- writing ---
 
