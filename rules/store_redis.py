@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from rules.model import AuditEntry, Policy, Rule, utcnow
@@ -41,6 +42,10 @@ CACHE_MANIFEST = "cache-manifest.json"
 CACHE_RULES = "cache-rules.json"
 AUDIT_MAXLEN = 1_000_000
 WRITE_ATTEMPTS = 8
+
+
+class _StaleConnection(Exception):
+    """A write's first command failed on its connection, before anything of the write was sent."""
 
 
 class RedisStore:
@@ -67,6 +72,7 @@ class RedisStore:
         self._write_lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._dropping: asyncio.Task[None] | None = None
         self.healthy = False
         self.last_error: str | None = None
 
@@ -111,7 +117,16 @@ class RedisStore:
             log.warning("Redis unreachable: %s", exc)
         self.healthy = False
         self.last_error = f"{type(exc).__name__}: {exc}"
+        if self._dropping is None or self._dropping.done():
+            self._dropping = asyncio.get_running_loop().create_task(self._drop_idle_connections())
         return StoreUnavailable(f"Redis unreachable ({type(exc).__name__})")
+
+    async def _drop_idle_connections(self) -> None:
+        """Close the connections idle in the pool: they may have died with Redis, and since the client
+        never retries, each would fail one later command once Redis is back (a write refused with 503
+        while the replica reports ready). The next command on each connects afresh."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect(inuse_connections=False)
 
     def _up(self) -> None:
         if not self.healthy and self.last_error is not None:
@@ -221,11 +236,20 @@ class RedisStore:
 
     async def update(self, mutate: Mutation) -> tuple[Policy, AuditEntry]:
         async with self._write_lock:
+            stale_retried = False
             for _ in range(WRITE_ATTEMPTS):
                 try:
                     result = await self._try_update(mutate)
                 except WatchError:
                     continue  # another replica wrote first: try again on its policy
+                except _StaleConnection as exc:
+                    # The transaction's first command found a dead connection (Redis restarted since it
+                    # was last used): nothing was sent, so one more try on a fresh connection is safe.
+                    if stale_retried:
+                        raise self._down(exc.__cause__ or exc) from None
+                    stale_retried = True
+                    await self._drop_idle_connections()
+                    continue
                 except (RedisError, OSError) as exc:
                     raise self._down(exc) from None
                 self._up()
@@ -237,7 +261,10 @@ class RedisStore:
 
     async def _try_update(self, mutate: Mutation) -> tuple[Policy, AuditEntry, str | None]:
         async with self._client.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.key("version"))
+            try:
+                await pipe.watch(self.key("version"))
+            except RedisConnectionError as exc:
+                raise _StaleConnection from exc
             version = int(await pipe.get(self.key("version")) or 0)
             reseed = version < self._policy.version  # Redis lost its data: rebuild it from what we enforce
             if reseed:

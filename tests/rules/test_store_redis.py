@@ -152,3 +152,20 @@ async def test_a_controls_change_hands_every_replica_the_same_rules(
     await a.update(add("new rule"))
     await _wait_for(lambda: b.current().version == 3)
     assert b.current().rules is not rules_b and len(b.current().rules) == 2
+
+
+async def test_a_write_right_after_redis_restarts_succeeds(tmp_path: Path, replicas: object) -> None:
+    # The client never retries, so a connection that died with Redis must not refuse the first write
+    # after Redis is back (the replica already reports itself ready by then).
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", persist=True)
+    server.start()
+    try:
+        store = await replicas(server.url, "a")  # type: ignore[operator]
+        await store.update(add("before"))
+        server.stop()
+        server.start()
+        policy, _ = await store.update(add("after"))
+        assert [rule.pattern for rule in policy.rules] == ["before", "after"]
+    finally:
+        server.stop()
