@@ -159,6 +159,7 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
             await runner.cleanup()
         holder.close()
         await runtime.hits.flush()
+        await runtime.sink.close()  # samples still batched in memory go to disk
         await runtime.store.close()
 
 

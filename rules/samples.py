@@ -83,9 +83,16 @@ class SampleSink(Protocol):
     async def close(self) -> None: ...
 
 
+_FLUSH_SECONDS = 0.25
+
+
 class FileSampleSink:
     """Samples in memory (the newest `max_count` within `max_age`) and appended to `samples.jsonl`; the
-    file is rewritten to the retained set when it has grown to twice that."""
+    file is rewritten to the retained set when it has grown to twice that.
+
+    Samples are written in batches, at most `_FLUSH_SECONDS` after they are added (and on close): one
+    thread hand-off per sample cost the gateway about 10 µs of CPU per request at 1 % sampling. A crash
+    can lose that last fraction of a second of samples; what is in memory is served at once."""
 
     def __init__(self, directory: Path, *, max_count: int, max_age: timedelta, name: str = "samples") -> None:
         self._dir = directory
@@ -96,6 +103,8 @@ class FileSampleSink:
         self._reports: deque[Report] = deque(maxlen=max_count)
         self._lines = 0
         self._lock = asyncio.Lock()
+        self._pending: list[bytes] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
@@ -115,32 +124,51 @@ class FileSampleSink:
             self._reports.popleft()
 
     async def add(self, sample: Sample) -> None:
-        async with self._lock:
-            self._samples.append(sample)
-            self._expire()
-            self._lines += 1
-            compact = self._lines > 2 * self._max
-            await asyncio.to_thread(self._append, f"{self._name}.jsonl", sample.model_dump_json().encode(), compact)
-            if compact:
-                self._lines = len(self._samples)
+        self._samples.append(sample)
+        self._expire()
+        self._pending.append(sample.model_dump_json().encode() + b"\n")
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
-    def _append(self, name: str, line: bytes, compact: bool) -> None:
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(_FLUSH_SECONDS)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the samples added since the last flush (rewriting the file when it has grown to twice
+        the retained set)."""
+        async with self._lock:
+            if not self._pending:
+                return
+            lines, self._pending = self._pending, []
+            self._lines += len(lines)
+            if self._lines > 2 * self._max:
+                retained = [s.model_dump_json().encode() + b"\n" for s in self._samples]
+                await asyncio.to_thread(self._rewrite, f"{self._name}.jsonl", retained)
+                self._lines = len(retained)
+            else:
+                await asyncio.to_thread(self._append, f"{self._name}.jsonl", b"".join(lines))
+
+    def _rewrite(self, name: str, lines: list[bytes]) -> None:
         path = self._dir / name
-        if compact:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(b"".join(s.model_dump_json().encode() + b"\n" for s in self._samples))
-            os.replace(tmp, path)
-            return
-        with open(path, "ab") as handle:
-            handle.write(line + b"\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(lines))
+        os.replace(tmp, path)
+
+    def _append(self, name: str, data: bytes) -> None:
+        with open(self._dir / name, "ab") as handle:
+            handle.write(data)
 
     async def add_report(self, report: Report) -> Report:
         async with self._lock:
             sampled = any(s.request_id == report.request_id for s in await self.samples(limit=self._max))
             linked = report.model_copy(update={"sampled": sampled})
             self._reports.append(linked)
-            line = linked.model_dump_json().encode()
-            await asyncio.to_thread(self._append, f"{self._name}-reports.jsonl", line, False)
+            line = linked.model_dump_json().encode() + b"\n"
+            await asyncio.to_thread(self._append, f"{self._name}-reports.jsonl", line)
             return linked
 
     async def samples(self, *, limit: int, request_id: str | None = None) -> list[Sample]:
@@ -169,7 +197,9 @@ class FileSampleSink:
         return sorted(names)
 
     async def close(self) -> None:
-        return None
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.flush()
 
 
 def _read(path: Path, model: type[Any]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,8 +33,9 @@ async def test_file_sink_keeps_the_newest_within_count_and_age(tmp_path: Path) -
     await sink.add(_sample("old", age=timedelta(hours=2)))
     for index in range(12):
         await sink.add(_sample(f"r{index}"))
-    kept = await sink.samples(limit=100)
+    kept = await sink.samples(limit=100)  # served from memory at once
     assert [s.request_id for s in kept] == ["r11", "r10", "r9", "r8", "r7"]
+    await sink.close()  # writes what is still batched
     assert len((tmp_path / "samples.jsonl").read_bytes().splitlines()) <= 10  # compacted on the way
     reopened = FileSampleSink(tmp_path, max_count=5, max_age=timedelta(hours=1))
     await reopened.open()
@@ -46,6 +48,7 @@ async def test_file_sink_links_reports_and_reads_worker_files(tmp_path: Path) ->
     await primary.open()
     await worker.open()
     await worker.add(_sample("from-worker"))
+    await asyncio.sleep(0.5)  # the worker writes its batch within a quarter of a second
     assert [s.request_id for s in await primary.samples(limit=10)] == ["from-worker"]
     linked = await primary.add_report(Report(id="rep_1", at=utcnow(), request_id="from-worker", category="other"))
     unlinked = await primary.add_report(Report(id="rep_2", at=utcnow(), request_id="nope", category="other"))
