@@ -12,8 +12,9 @@ from typing import Annotated
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.body import BodyTooLarge, MalformedBody, UnsupportedEncoding, read_body
 from gateway.refusals import json_response, refusal_response
-from gateway.server import BodyTooLarge, HttpRequest, MalformedBody, Response, new_request_id
+from gateway.server import HttpRequest, Response, new_request_id
 from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
 
@@ -41,15 +42,16 @@ class Reports:
     async def handle(self, request: HttpRequest) -> Response:
         request_id = new_request_id()
         too_large = refusal_response(_invalid("Report too large.", 413), request_id)
-        if request.content_length is not None and request.content_length > MAX_REPORT_BYTES:
-            return too_large
         try:
             async with asyncio.timeout(self._body_timeout):
-                raw = await request.body()
+                raw = await read_body(request, MAX_REPORT_BYTES)  # inflated as the proxy's bodies are
         except BodyTooLarge:
             return too_large
         except MalformedBody:
             return refusal_response(_invalid("The report's framing is malformed."), request_id)
+        except UnsupportedEncoding as exc:
+            refusal = Refusal(415, "unsupported_encoding", f"Unsupported Content-Encoding: {exc}.", action="invalid")
+            return refusal_response(refusal, request_id)
         except TimeoutError:
             refusal = Refusal(408, "request_timeout", "The report did not arrive in time.", action="invalid")
             return refusal_response(refusal, request_id)

@@ -126,6 +126,20 @@ async def test_user_reports(make_stack: StackFactory) -> None:
     assert 'containment_user_reports_total{category="self_harm"} 1.0' in metrics
 
 
+async def test_reports_are_read_like_proxied_bodies(stack: Stack) -> None:
+    import gzip
+
+    import orjson
+
+    packed = gzip.compress(orjson.dumps({"request_id": "abc", "category": "other"}))
+    answer = await stack.gateway.post("/_containment/reports", data=packed, headers={"Content-Encoding": "gzip"})
+    assert answer.status == 202
+    answer = await stack.gateway.post("/_containment/reports", data=b"x", headers={"Content-Encoding": "br"})
+    assert answer.status == 415 and (await answer.json())["error"]["code"] == "unsupported_encoding"
+    answer = await stack.gateway.post("/_containment/reports", data=b"x" * 20_000)
+    assert answer.status == 413
+
+
 async def test_watch_period_hits(stack: Stack) -> None:
     (rule_id,) = (await stack.push({"pattern": "watched", "action": "shadow"}))["ids"]
     for _ in range(3):
