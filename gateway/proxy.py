@@ -52,7 +52,6 @@ _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 # The gateway's own headers are its own: an upstream's are replaced. An inspected answer is relayed
 # decompressed, and may change length.
 _OWN = frozenset({REQUEST_ID_HEADER.lower(), ACTION_HEADER.lower()})
-_AS_IS_DROP = _OWN
 _PLAIN_DROP = _OWN | {"content-length", "content-encoding"}
 OUTPUT_FAULT = Refusal(
     status=503,
@@ -63,15 +62,19 @@ OUTPUT_FAULT = Refusal(
 )
 
 
-_SKIP: dict[frozenset[str], frozenset[str]] = {}
-_DROP_WITH: dict[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] = {}
+# The names skipped, per (drop, also): a handful of combinations, since filters set fixed header names.
+_SKIP: dict[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] = {}
 
 
-def end_to_end(headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str]) -> list[tuple[str, str]]:
-    """The headers minus hop-by-hop ones (including any that `Connection` names) and those in `drop`."""
-    skip = _SKIP.get(drop)
+def end_to_end(
+    headers: CIMultiDict[str] | CIMultiDictProxy[str], *, drop: frozenset[str], also: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
+    """The headers minus hop-by-hop ones (including any that `Connection` names), those in `drop`
+    (lower case) and those named in `also` (any case)."""
+    key = (drop, also)
+    skip = _SKIP.get(key)
     if skip is None:
-        skip = _SKIP[drop] = HOP_BY_HOP | drop
+        skip = _SKIP[key] = HOP_BY_HOP | drop | {name.lower() for name in also}
     if "Connection" in headers:
         named = {token.strip().lower() for value in headers.getall("Connection") for token in value.split(",")}
         skip = skip | named
@@ -182,15 +185,8 @@ class UpstreamClient:
     def _response_headers(self, upstream: Answer, ctx: RequestContext, *, plain: bool) -> list[tuple[str, str]]:
         """The upstream's end-to-end headers, with the gateway's own (the request id, and any a filter
         set, such as rate-limit headers) in place of any the upstream sent under those names."""
-        drop = _PLAIN_DROP if plain else _AS_IS_DROP
         extra = ctx.response_headers
-        if extra:
-            key = (drop, tuple(extra))
-            combined = _DROP_WITH.get(key)
-            if combined is None:  # a handful of combinations: the headers filters set are fixed names
-                combined = _DROP_WITH[key] = drop | {name.lower() for name in extra}
-            drop = combined
-        headers = end_to_end(upstream.headers, drop=drop)
+        headers = end_to_end(upstream.headers, drop=_PLAIN_DROP if plain else _OWN, also=tuple(extra))
         headers.append((REQUEST_ID_HEADER, ctx.request_id))
         if extra:
             headers.extend(extra.items())

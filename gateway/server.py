@@ -257,7 +257,7 @@ class StreamedAnswer:
     """An answer whose body is written as it comes: with the upstream's Content-Length when it has one,
     else chunked (HTTP/1.1) or delimited by closing the connection (HTTP/1.0)."""
 
-    __slots__ = ("_connection", "_request", "_head", "_chunked", "_bodiless", "ended")
+    __slots__ = ("_connection", "_request", "_head", "_chunked", "_bodiless")
 
     def __init__(
         self,
@@ -285,7 +285,6 @@ class StreamedAnswer:
             else:
                 request.close_after = True  # the body ends when the connection does
         self._head: bytes | None = connection.head(request, status, reason, headers, extra, dated=dated)
-        self.ended = False
 
     async def write(self, data: bytes) -> None:
         """Send `data`; waits only when the client is behind (raises ConnectionResetError if it left or
@@ -308,7 +307,6 @@ class StreamedAnswer:
             tail, self._head = self._head + tail, None
         if tail:
             self._connection.write(tail)
-        self.ended = True
         self._request.finished = True
 
 
@@ -629,7 +627,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         timeout = self.server.idle_timeout
-        if self._queue or self._task is not None:
+        if not self.idle():
             delay = timeout  # a request is in progress: its own timeouts apply
         else:
             delay = self._idle_since + timeout - self.loop.time()
