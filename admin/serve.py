@@ -27,6 +27,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry, load_secret
+from rules._build import compiled
 from rules.alerts import AnomalyDetector
 from rules.store import StoreError
 
@@ -167,7 +168,8 @@ def _announce(settings: Settings, version: int, rules: int, healthy: bool) -> No
     routes = ", ".join(f"{r.path_prefix} → {r.upstream}" for r in settings.effective_routes())
     store = f"Redis {settings.redis_url}" if settings.redis_url else f"state in {settings.state_dir}"
     print(
-        f"containment: data plane on http://{settings.listen} ({routes}), {settings.workers} worker(s); "
+        f"containment: data plane on http://{settings.listen} ({routes}), {settings.workers} worker(s), "
+        f"{'compiled' if compiled() else 'pure Python'}; "
         f"admin API on http://{settings.admin_listen}; policy version {version} ({rules} rules); {store}",
         file=sys.stderr,
         flush=True,

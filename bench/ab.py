@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ab.py 75660fa HEAD              # c=32, non-streaming and streaming
     .venv/bin/python bench/ab.py main WORKTREE --rounds 5   # WORKTREE: the working tree as it is
+    .venv/bin/python bench/ab.py HEAD /tmp/other-checkout   # a directory: that source tree as it is
 
 On a shared machine whose speed drifts between runs, comparing two separate runs of bench/proxy.py
 says little; here both builds serve the same load in alternation, within seconds of each other. Each
@@ -30,6 +31,8 @@ from bench.proxy import TEXT, body, cpu_seconds, load_policy, measure  # noqa: E
 def checkout(revision: str, into: Path) -> Path:
     if revision == "WORKTREE":
         return ROOT
+    if Path(revision).is_dir():  # a source tree as it is (say, another checkout with compiled modules)
+        return Path(revision).resolve()
     target = into / revision.replace("/", "_")
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(target), revision], cwd=ROOT, check=True, capture_output=True
@@ -79,7 +82,7 @@ def main() -> None:
             process.terminate()
         mock.terminate()
         for tree in trees:
-            if tree != ROOT:
+            if tree.is_relative_to(scratch):
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -31,7 +31,7 @@ class RequestContext:
     now: datetime
     model: str | None = None
     texts: tuple[str, ...] = ()
-    document: object = None
+    document: object | None = None
     raw_text: bool = False
     stream: bool = False  # the request asked for a streamed answer
     body_override: bytes | None = None  # set when a filter rewrote the body (redaction)

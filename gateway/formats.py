@@ -31,7 +31,7 @@ class ExtractedBody:
 
     model: str | None
     texts: tuple[str, ...]
-    document: object = None
+    document: object | None = None
     raw_text: bool = False
     stream: bool = False
 

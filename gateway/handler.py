@@ -89,8 +89,8 @@ class ProxyHandler:
         except BodyTooLarge:
             refusal = _invalid(f"Request body exceeds {self._max_body} bytes.", 413, "request_too_large")
             return self._refuse(refusal, request_id, "-")
-        except UnsupportedEncoding as exc:
-            refusal = _invalid(f"Unsupported request Content-Encoding: {exc}.", 415, "unsupported_encoding")
+        except UnsupportedEncoding as unsupported:
+            refusal = _invalid(f"Unsupported request Content-Encoding: {unsupported}.", 415, "unsupported_encoding")
             return self._refuse(refusal, request_id, "-")
         except BodyError as exc:
             return self._refuse(_invalid(str(exc)), request_id, "-")

@@ -155,8 +155,8 @@ class UpstreamClient:
             upstream = await self._pool.request(origin, request.method, head, body, decode=inspecting)
         except UpstreamTimeout:
             return _sent(self._failure(ctx, "timeout", *_TIMED_OUT))
-        except UndecodableAnswer as exc:
-            log.warning("upstream %s: %s", route, exc)
+        except UndecodableAnswer as undecodable:
+            log.warning("upstream %s: %s", route, undecodable)
             message = "The model's answer came in a compression the gateway cannot check."
             return _sent(self._failure(ctx, "undecodable", 502, "upstream_encoding_unsupported", message))
         except UpstreamFailed as exc:

@@ -75,7 +75,7 @@ class MemoryRateLimiter:
             # is not exactly the interval, and a fresh bucket would report one request fewer left.
             left = math.floor((bucket.tolerance - ahead - bucket.interval) / bucket.interval + 1e-9) + 1
             if left < remaining:
-                remaining, limit = left, bucket.requests
+                remaining, limit = float(left), bucket.requests
             planned.append((bucket.key, new_tat))
         if retry_after > 0:
             tightest = min(buckets, key=lambda b: b.requests)

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import cast
+from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -121,8 +121,8 @@ def _internal_error() -> Response:
 class _Date:
     """The Date header's value, formatted at most once a second."""
 
-    second = -1
-    value = ""
+    second: ClassVar[int] = -1
+    value: ClassVar[str] = ""
 
     @classmethod
     def now(cls) -> str:
@@ -422,7 +422,7 @@ class _Connection(asyncio.Protocol):
             self._refusal = error_response(405, "method_not_allowed", "CONNECT is not supported.")
             raise ValueError("CONNECT")
         try:
-            url = httptools.parse_url(self._target)
+            url: Any = httptools.parse_url(self._target)  # its stub says bytes where fields may be None
         except httptools.HttpParserInvalidURLError:
             self._refusal = error_response(400, "invalid_request", "Malformed request target.")
             raise
@@ -675,7 +675,8 @@ class DataPlaneServer:
         self._server = await self.loop.create_server(
             lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=backlog
         )
-        bound = self._server.sockets[0].getsockname()
+        server: Any = self._server  # uvloop's `sockets` is a list where typeshed says tuple
+        bound = server.sockets[0].getsockname()
         return bound[0], bound[1]
 
     async def close(self, grace: float = 10.0) -> None:

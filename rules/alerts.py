@@ -36,6 +36,15 @@ class _Minute:
     scored: int = 0
     flagged: int = 0
 
+    def add(self, other: _Minute) -> None:
+        self.requests += other.requests
+        self.blocks += other.blocks
+        self.answers += other.answers
+        self.answer_chars += other.answer_chars
+        self.reports += other.reports
+        self.scored += other.scored
+        self.flagged += other.flagged
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:
@@ -93,8 +102,7 @@ class AnomalyDetector:
         total = _Minute()
         for minute, bucket in self._minutes.items():
             if start <= minute < end:
-                for name in total.__slots__:
-                    setattr(total, name, getattr(total, name) + getattr(bucket, name))
+                total.add(bucket)
         return total
 
     def alerts(self) -> list[Alert]:

@@ -153,7 +153,7 @@ class StreamScanner:
             del armed[index]  # its factor has left the window
         if not armed and not self._always:
             return False
-        candidates = sorted(self._always | armed.keys())
+        candidates = sorted(self._always.union(armed))
         window = self._sent_tail + self._pending
         view = light(window)  # one C-level pass; the per-character map only when a regex matches
         detail: Detail | None = None

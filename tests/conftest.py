@@ -25,12 +25,20 @@ from gateway.mock_upstream import build_mock_app
 from gateway.policy_watch import SnapshotHolder
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
+from rules._build import compiled
 from rules.alerts import AnomalyDetector
 from rules.roles import AdminToken
 from rules.samples import FileSampleSink
 from rules.store_file import EmbeddedStore
 from rules.watch import FileHits
 from tests.redis_server import RedisServer
+
+# `make test` runs the suite twice: on the mypyc-compiled build and on the pure-Python sources
+# (CONTAINMENT_PURE_PYTHON=1). A test that injects a fault by patching a module's globals can only do so
+# in the interpreted run: compiled code binds them when it is built.
+interpreted_only = pytest.mark.skipif(
+    compiled(), reason="patches module globals, which compiled code binds at build time (the pure-Python run covers it)"
+)
 
 # The data plane runs on uvloop in production (and on asyncio's own loop where uvloop is missing): the
 # tests of the proxy path run on both, since the two loops' transports differ in ways that matter.

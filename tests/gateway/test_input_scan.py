@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, StackFactory, chat
+from tests.conftest import Stack, StackFactory, chat, interpreted_only
 
 
 async def _send(stack: Stack, payload: Any, path: str = "/v1/chat/completions", **kwargs: Any) -> Any:
@@ -137,6 +137,7 @@ async def test_output_only_rule_does_not_block_input(stack: Stack) -> None:
     assert (await _send(stack, chat("only out"))).status == 200
 
 
+@interpreted_only
 async def test_a_filter_fault_fails_closed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     await stack.push({"pattern": "anything"})
 
