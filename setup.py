@@ -37,7 +37,11 @@ def extensions() -> list[object]:
     except ImportError:  # mypy not in the build environment: pure Python
         return []
     sources = [name.replace(".", "/") + ".py" for name in COMPILED]
-    modules = mypycify(sources, opt_level="3", debug_level="0")
+    try:
+        modules = mypycify(sources, opt_level="3", debug_level="0")
+    except (Exception, SystemExit) as exc:  # mypyc type-checks first; say why, and stay pure Python
+        print(f"containment: mypyc could not compile the request path ({exc!r}); installing pure Python")
+        return []
     for module in modules:
         module.optional = True  # no C compiler: warn and install the pure-Python package
     digests = {

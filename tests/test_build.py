@@ -85,3 +85,11 @@ def test_a_stale_build_is_not_used(tmp_path: Path) -> None:
     files, warning = where("gateway.server", "rules.match", cwd=tmp_path)
     assert all(file.endswith(".py") for file in files)  # every compiled module, not just the edited one
     assert "rules.match changed since the mypyc build" in warning
+
+
+def test_the_build_environment_has_every_runtime_dependency() -> None:
+    """mypyc type-checks what it compiles: an isolated build needs what the compiled modules import."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert set(project["project"]["dependencies"]) <= set(project["build-system"]["requires"])
