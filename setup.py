@@ -21,35 +21,58 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "rules"))
 from _build import COMPILED, MANIFEST  # noqa: E402  (rules/_build.py, read without importing the package)
 
+SOURCES = [name.replace(".", "/") + ".py" for name in COMPILED]
+
 
 def extensions() -> list[object]:
-    manifest = ROOT / MANIFEST
-    manifest.unlink(missing_ok=True)
+    (ROOT / MANIFEST).unlink(missing_ok=True)  # until a build succeeds, no build is current
     if os.environ.get("CONTAINMENT_COMPILE", "1") == "0":
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:  # mypy not in the build environment: pure Python
         return []
-    sources = [name.replace(".", "/") + ".py" for name in COMPILED]
     try:
-        modules = mypycify(sources, opt_level="3", debug_level="0")
+        modules = mypycify(SOURCES, opt_level="3", debug_level="0")
     except (Exception, SystemExit) as exc:  # mypyc type-checks first; say why, and stay pure Python
         print(f"containment: mypyc could not compile the request path ({exc!r}); installing pure Python")
         return []
     for module in modules:
         module.optional = True  # no C compiler: warn and install the pure-Python package
-    digests = {
-        name: hashlib.sha256((ROOT / source).read_bytes()).hexdigest()
-        for name, source in zip(COMPILED, sources, strict=True)
-    }
-    manifest.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
     return modules
 
 
-setup(ext_modules=extensions())
+class BuildRecorded(build_ext):
+    """Records the sources' digests once every extension is built (in the tree, and in the wheel). A
+    build that failed records nothing: extension modules found without a record are not used."""
+
+    failed = False
+
+    def build_extension(self, ext: object) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:
+            self.failed = True
+            raise
+
+    def run(self) -> None:
+        super().run()
+        if self.failed or not self.extensions:
+            return
+        digests = {
+            name: hashlib.sha256((ROOT / source).read_bytes()).hexdigest()
+            for name, source in zip(COMPILED, SOURCES, strict=True)
+        }
+        record = json.dumps(digests, indent=1, sort_keys=True) + "\n"
+        for base in {ROOT, Path(self.build_lib).resolve()}:
+            (base / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+            (base / MANIFEST).write_text(record)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildRecorded})

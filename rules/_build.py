@@ -72,12 +72,18 @@ class _Sources(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
+def _extension_present(root: Path) -> bool:
+    stem = root / "gateway" / "server"
+    return any(stem.with_name(stem.name + suffix).exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
 def stale(root: Path = ROOT) -> list[str]:
-    """The compiled modules whose source differs from what was compiled (none without a build)."""
+    """The compiled modules whose source differs from what was compiled. Extension modules without the
+    build's record (a build that failed, or was skipped, after an earlier one) count as all stale."""
     try:
         built = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
-        return []
+        return list(COMPILED) if _extension_present(root) else []
     changed = []
     for name, digest in built.items():
         source = root.joinpath(*name.split(".")).with_suffix(".py")
@@ -105,8 +111,8 @@ def guard() -> None:
     changed = stale()
     if changed:
         print(
-            f"containment: {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''} changed since the mypyc "
-            "build; running the pure-Python sources (`make install` recompiles)",
+            f"containment: the mypyc build is out of date ({', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}"
+            " changed since); running the pure-Python sources (`make install` recompiles)",
             file=sys.stderr,
         )
         sys.meta_path.insert(0, _Sources())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import os
 import shutil
@@ -72,6 +73,14 @@ def test_a_changed_source_is_detected(tmp_path: Path) -> None:
     assert stale(tmp_path / "nowhere") == []  # no build: nothing is stale
 
 
+def test_extension_modules_without_a_record_are_stale(tmp_path: Path) -> None:
+    """A build that failed or was skipped after an earlier one leaves the earlier modules, unrecorded."""
+    (tmp_path / "gateway").mkdir()
+    assert stale(tmp_path) == []
+    (tmp_path / "gateway" / f"server{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    assert stale(tmp_path) == list(COMPILED)
+
+
 @pytest.mark.skipif(PURE or not BUILT, reason="needs the compiled build")
 def test_a_stale_build_is_not_used(tmp_path: Path) -> None:
     for package in ("gateway", "rules"):
@@ -84,7 +93,7 @@ def test_a_stale_build_is_not_used(tmp_path: Path) -> None:
         source.write("\n# an edit after the build\n")
     files, warning = where("gateway.server", "rules.match", cwd=tmp_path)
     assert all(file.endswith(".py") for file in files)  # every compiled module, not just the edited one
-    assert "rules.match changed since the mypyc build" in warning
+    assert "the mypyc build is out of date (rules.match changed since)" in warning
 
 
 def test_the_build_environment_has_every_runtime_dependency() -> None:
