@@ -4,6 +4,7 @@ deny list, a per-IP rate limit, and the default 1 % sampling.
 
     .venv/bin/python bench/proxy.py                    # wrk when installed, else a Python load client
     .venv/bin/python bench/proxy.py --seconds 10 --literals 100000 --regexes 100
+    .venv/bin/python bench/proxy.py --pure-python      # the gateway's sources, as without a C compiler
 
 For each mode (non-streaming, streaming with 20 chunks) and concurrency (1, 32): requests per second,
 p50/p99 latency, the ratio to direct, and the gateway's CPU time per request (from /proc). Direct and
@@ -129,11 +130,12 @@ def measure(url: str, payload: bytes, concurrency: int, seconds: float, use_wrk:
     return asyncio.run(run_python(url, payload, concurrency, seconds))
 
 
-def start() -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
+def start(pure_python: bool = False) -> tuple[list[subprocess.Popen[bytes]], int, int, int]:
     """The mock upstream (20 chunks per streamed answer) and one gateway with its default settings
-    (sampling 1 % of requests)."""
+    (sampling 1 % of requests), compiled or (`pure_python`) running its sources."""
     mock, mock_port = start_mock(chunk_chars=len(TEXT) // 20)
-    gateway, gw_port, admin_port = start_gateway(mock_port)
+    env = {"CONTAINMENT_PURE_PYTHON": "1"} if pure_python else None
+    gateway, gw_port, admin_port = start_gateway(mock_port, env=env)
     return [mock, gateway], mock_port, gw_port, admin_port
 
 
@@ -168,9 +170,14 @@ def main() -> None:
     parser.add_argument("--regexes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/gateway rounds per cell (median)")
     parser.add_argument("--python-client", action="store_true", help="use the Python load client even if wrk exists")
+    parser.add_argument(
+        "--pure-python",
+        action="store_true",
+        help="run the gateway's sources, not its mypyc build (as without a compiler)",
+    )
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
-    processes, mock_port, gw_port, admin_port = start()
+    processes, mock_port, gw_port, admin_port = start(args.pure_python)
     rows = []
     try:
         time.sleep(1.0)
@@ -202,6 +209,7 @@ def main() -> None:
             process.terminate()
     client = "wrk (1 thread)" if use_wrk else "Python aiohttp client"
     print(
+        f"gateway: {'pure Python' if args.pure_python else 'as installed'}; "
         f"client: {client}; {args.seconds:.0f} s per run, median of {args.rounds} alternating rounds; "
         f"{args.literals:,} literals + {args.regexes} regexes "
         f"(input and output); gateway RSS {rss:.0f} MB"
