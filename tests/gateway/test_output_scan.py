@@ -165,6 +165,57 @@ async def test_anthropic_stream_is_cut(aiohttp_server: Any, make_stack: StackFac
     assert '"stop_reason":"refusal"' in body and "message_stop" in body
 
 
+async def test_responses_api_stream_is_cut(aiohttp_server: Any, make_stack: StackFactory) -> None:
+    async def responses(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'event: response.created\ndata: {"type":"response.created","response":{"id":"r"}}\n\n')
+        for piece in ["Here is the ner", "ve agent rec", "ipe"]:
+            event = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": piece}
+            await response.write(b"event: response.output_text.delta\ndata: " + orjson.dumps(event) + b"\n\n")
+        done = {"type": "response.output_text.done", "output_index": 0, "content_index": 0}
+        await response.write(b"event: response.output_text.done\ndata: " + orjson.dumps(done) + b"\n\n")
+        await response.write(b'event: response.completed\ndata: {"type":"response.completed"}\n\n')
+        return response
+
+    server = await aiohttp_server(_app(responses, "/v1/responses"))
+    stack = await make_stack(upstream=str(server.make_url("")))
+    await stack.push({"pattern": "nerve agent", "applies_to": "output"})
+    body = await (await stack.gateway.post("/v1/responses", json={"model": "m", "stream": True})).text()
+    assert "Here is the ner" in body
+    assert "ve agent rec" not in body and "response.completed" not in body
+    assert '"incomplete_details":{"reason":"content_filter"}' in body and "event: response.incomplete" in body
+
+
+async def test_anthropic_stream_redaction_keeps_the_events_around_it(
+    aiohttp_server: Any, make_stack: StackFactory
+) -> None:
+    async def messages(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in ["the password is hun", "ter2, keep it"]:
+            event = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+            await response.write(b"event: content_block_delta\ndata: " + orjson.dumps(event) + b"\n\n")
+        await response.write(b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n')
+        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}
+        await response.write(b"event: message_delta\ndata: " + orjson.dumps(delta) + b"\n\n")
+        await response.write(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+        return response
+
+    server = await aiohttp_server(_app(messages, "/v1/messages"))
+    stack = await make_stack(upstream=str(server.make_url("")))
+    await stack.push({"pattern": "hunter2", "applies_to": "output", "action": "redact"})
+    body = await (await stack.gateway.post("/v1/messages", json={"model": "claude", "stream": True})).text()
+    texts = [
+        orjson.loads(line.removeprefix("data: "))["delta"]["text"]
+        for line in body.splitlines()
+        if line.startswith("data: ") and "content_block_delta" in line
+    ]
+    assert "".join(texts) == "the password is [REDACTED], keep it"
+    assert "hunter2" not in body
+    assert body.index("content_block_stop") < body.index('"end_turn"') < body.index("message_stop")
+
+
 async def test_responses_api_non_streaming_and_anthropic_non_streaming(
     aiohttp_server: Any, make_stack: StackFactory
 ) -> None:
@@ -302,3 +353,46 @@ async def test_an_upstream_silent_between_chunks_times_out(aiohttp_server: Any, 
     response = await stack.gateway.post("/v1/chat/completions", json=chat("x", stream=True))
     body = await asyncio.wait_for(response.text(), 3)
     assert "upstream_stream_aborted" in body and body.endswith("data: [DONE]\n\n")
+
+
+async def test_an_inspected_answer_too_large_to_check_is_refused(aiohttp_server: Any, make_stack: StackFactory) -> None:
+    async def huge(request: web.Request) -> web.Response:
+        text = "word " * 1000  # 5 KB of content, over the 2 KiB limit below
+        return web.json_response({"object": "chat.completion", "choices": [{"message": {"content": text}}]})
+
+    server = await aiohttp_server(_app(huge))
+    stack = await make_stack(upstream=str(server.make_url("")), max_response_scan_bytes=2048)
+    await stack.push({"pattern": "nerve agent", "applies_to": "output"})
+    response = await stack.gateway.post("/v1/chat/completions", json=chat("x"))
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_response_too_large"
+    metrics = await (await stack.admin.get("/metrics")).text()
+    assert 'containment_upstream_errors_total{kind="too_large",route="default"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("failure", ["stall", "die"])
+async def test_an_inspected_answer_that_breaks_off_is_an_error_not_a_partial_answer(
+    aiohttp_server: Any, make_stack: StackFactory, failure: str
+) -> None:
+    async def breaks_off(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b'{"object": "chat.completion", "choices": [{"message": {"content": "partial')
+        if failure == "stall":
+            await asyncio.sleep(5)  # longer than the read timeout below
+        else:
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+        return response
+
+    server = await aiohttp_server(_app(breaks_off))
+    stack = await make_stack(upstream=str(server.make_url("")), upstream_read_timeout=0.3)
+    await stack.push({"pattern": "nerve agent", "applies_to": "output"})
+    response = await asyncio.wait_for(stack.gateway.post("/v1/chat/completions", json=chat("x")), 3)
+    body = await response.json()
+    if failure == "stall":
+        assert (response.status, body["error"]["code"]) == (504, "upstream_timeout")
+    else:
+        assert (response.status, body["error"]["code"]) == (502, "upstream_unavailable")
+    assert "partial" not in str(body)

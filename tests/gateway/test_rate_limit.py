@@ -30,6 +30,19 @@ def test_all_or_nothing_across_buckets() -> None:
     assert limiter._tat["roomy"] == before  # the refused request charged nothing
 
 
+def test_one_of_several_workers_enforces_its_share() -> None:
+    """With --workers 2 on the embedded store, each process admits half the rate and half the burst."""
+    limiter = MemoryRateLimiter(parts=2)
+    bucket = Bucket("k", requests=10, interval=6.0, tolerance=54.0)  # 10 a minute, burst of 10
+    decisions = [limiter.acquire([bucket], 1000.0) for _ in range(6)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert decisions[5].retry_after == 12.0  # one every 12 s: 5 a minute
+    assert limiter.acquire([bucket], 1012.0).allowed
+    assert not limiter.acquire([bucket], 1012.0).allowed
+    assert not MemoryRateLimiter(parts=2).acquire([Bucket("z", 0, float("inf"), 0.0)], 0.0).allowed
+
+
 def test_zero_throttle_admits_nothing() -> None:
     decision = MemoryRateLimiter().acquire([Bucket("k", 0, float("inf"), 0.0)], 0.0)
     assert not decision.allowed and decision.retry_after > 0
