@@ -60,6 +60,16 @@ MANIFEST = "rules/_compiled.json"  # relative to the project root
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def source(name: str, root: Path = ROOT) -> Path:
+    """The source file of module `name` (`gateway.server` → <root>/gateway/server.py)."""
+    return root.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def digest(path: Path) -> str:
+    """What the build records of a source, and what `stale` compares."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 class _Sources(importlib.abc.MetaPathFinder):
     """Finds the compiled modules' .py files, ahead of the extension modules beside them."""
 
@@ -68,8 +78,7 @@ class _Sources(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in COMPILED:
             return None
-        source = ROOT.joinpath(*fullname.split(".")).with_suffix(".py")
-        return importlib.util.spec_from_file_location(fullname, source)
+        return importlib.util.spec_from_file_location(fullname, source(fullname))
 
 
 def _extension_present(root: Path) -> bool:
@@ -85,10 +94,9 @@ def stale(root: Path = ROOT) -> list[str]:
     except (OSError, ValueError):
         return list(COMPILED) if _extension_present(root) else []
     changed = []
-    for name, digest in built.items():
-        source = root.joinpath(*name.split(".")).with_suffix(".py")
+    for name, recorded in built.items():
         try:
-            if hashlib.sha256(source.read_bytes()).hexdigest() != digest:
+            if digest(source(name, root)) != recorded:
                 changed.append(name)
         except OSError:
             changed.append(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rules._build import COMPILED, MANIFEST, ROOT, compiled, stale
+from rules._build import COMPILED, MANIFEST, ROOT, compiled, source, stale
 
 PURE = os.environ.get("CONTAINMENT_PURE_PYTHON", "") not in ("", "0")
 BUILT = any((ROOT / "gateway").glob("server.*.so"))  # a build that compiled (not just one that tried)
@@ -37,7 +37,7 @@ def where(*modules: str, cwd: Path = ROOT, **env: str) -> tuple[list[str], str]:
 
 def test_every_compiled_module_has_its_source() -> None:
     for name in COMPILED:
-        assert ROOT.joinpath(*name.split(".")).with_suffix(".py").is_file(), name
+        assert source(name).is_file(), name
 
 
 @pytest.mark.skipif(PURE or not BUILT, reason="checks the compiled build (make install builds it)")
