@@ -9,6 +9,7 @@ test suite checks; normalization stays ours (keys and texts are compact views).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,9 @@ class LiteralIndex(Protocol):
 
     def find(self, view: str) -> list[tuple[int, Any]]:
         """(index of the last character, value) for every occurrence of every key in `view`."""
+
+    def is_prefix(self, view: str) -> bool:
+        """Whether `view` is the beginning of some key (or a whole key): what a stream must hold back."""
 
 
 class AhoCorasickIndex:
@@ -35,6 +39,9 @@ class AhoCorasickIndex:
     def find(self, view: str) -> list[tuple[int, Any]]:
         return list(self._automaton.iter(view))
 
+    def is_prefix(self, view: str) -> bool:
+        return bool(self._automaton.match(view))
+
 
 class HyperscanIndex:
     """Keys are matched as UTF-8 bytes (a valid UTF-8 key only ever matches at character boundaries);
@@ -46,6 +53,7 @@ class HyperscanIndex:
         import hyperscan
 
         self._values = list(values)
+        self._sorted = sorted(keys)  # prefix look-ups (bisect) for what a stream holds back
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         encoded = [key.encode() for key in keys]
         self._database.compile(
@@ -70,6 +78,10 @@ class HyperscanIndex:
             hits = [(char_end[end] - 1, self._values[key]) for end, key in found]
         hits.sort(key=lambda hit: hit[0])
         return hits
+
+    def is_prefix(self, view: str) -> bool:
+        index = bisect.bisect_left(self._sorted, view)
+        return index < len(self._sorted) and self._sorted[index].startswith(view)
 
 
 def _char_ends(data: bytes) -> list[int]:

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import ahocorasick
 import regex
 
 from rules.literal_index import LiteralIndex, build_index
 from rules.model import Rule
-from rules.normalize import AsciiDetail, Detail, TextView, compact
+from rules.normalize import CompactDetail, TextView, ViewKind, breaks, compact, pattern_gaps
 from rules.regex_prefilter import required_factors
 
 DEFAULT_REGEX_BUDGET = 0.025  # seconds per regex search
+PARTIAL_LIMIT = 16  # block regexes a stream looks for partial matches of (see Matcher.partial_starts)
 REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.VERSION0
-
-ViewKind = Literal["compact", "light"]
 
 
 class RegexTimeout(Exception):
@@ -35,8 +33,18 @@ class Hit:
     view: ViewKind
 
     def original_span(self, text: TextView) -> tuple[int, int]:
-        detail = text.compact_detail if self.view == "compact" else text.light_detail
-        return detail.original_span(self.start, self.end)
+        return text.detail(self.view).original_span(self.start, self.end)
+
+
+_NO_GAPS: frozenset[int] = frozenset()
+_PUNCTUATION = regex.compile(r"[^\p{L}\p{N}\s\-_'’]")
+
+
+_SEVERAL_WORDS = regex.compile(r"[\p{L}\p{N}][^\p{L}\p{N}]+[\p{L}\p{N}]")
+
+
+def _has_punctuation(pattern: str) -> bool:
+    return _PUNCTUATION.search(pattern) is not None
 
 
 def compile_regex(pattern: str) -> regex.Pattern[str]:
@@ -72,6 +80,10 @@ class Matcher:
             prefilter.make_automaton()
             self._prefilter = prefilter
         grouped.pop("", None)  # refused at push time; never let an empty key match everywhere
+        self._block_regexes = [(rule, pattern) for rule, pattern in self._regexes if rule.action == "block"]
+        self._phrases = frozenset(
+            rule.id for members in grouped.values() for rule in members if _SEVERAL_WORDS.search(rule.pattern)
+        )
         self.size = len(rules)
         self.has_redact = any(rule.action == "redact" for rule in rules)
         self.has_regex_redact = any(rule.action == "redact" for rule, _ in self._regexes)
@@ -82,11 +94,14 @@ class Matcher:
         if grouped:
             keys, values = [], []
             for key, members in grouped.items():
-                value: tuple[int, tuple[Rule, ...], bool]
+                value: tuple[int, tuple[Rule, ...], bool, tuple[frozenset[int], ...]]
+                gaps = tuple(
+                    pattern_gaps(rule.pattern) if _has_punctuation(rule.pattern) else _NO_GAPS for rule in members
+                )
                 if len(members) == 1:
-                    value = (len(key), (members[0],), members[0].word_boundary)
+                    value = (len(key), (members[0],), members[0].word_boundary, gaps)
                 else:
-                    value = (len(key), tuple(members), any(r.word_boundary for r in members))
+                    value = (len(key), tuple(members), any(r.word_boundary for r in members), gaps)
                 keys.append(key)
                 values.append(value)
             self._index = build_index(keys, values, backend)
@@ -97,28 +112,113 @@ class Matcher:
         return bool(self._regexes)
 
     def scan(self, text: TextView, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
-        """Every hit in `text` of a rule that `accept` (if given) lets through."""
-        yield from self.scan_literals(text.compact, lambda: text.compact_detail, accept)
+        """Every hit in `text` of a rule that `accept` (if given) lets through: literals in each compact
+        view (the same rule at the same original span is reported once), then regexes."""
+        if self._index is not None:
+            seen: set[tuple[str, int, int]] | None = None
+            extra = text.extra_views()
+            for hit in self.scan_literals(text, "compact", text.compact, accept):
+                if extra:
+                    seen = seen or set()
+                    seen.add((hit.rule.id, *hit.original_span(text)))
+                yield hit
+            for kind, view in extra:
+                for hit in self.scan_literals(text, kind, view, accept):
+                    key = (hit.rule.id, *hit.original_span(text))
+                    if seen is None or key not in seen:
+                        seen = seen or set()
+                        seen.add(key)
+                        yield hit
         if self._regexes:
             yield from self.scan_regexes(text.light, accept)
+            if not text.text.isascii() and any(kind == "tags" for kind, _ in text.extra_views()):
+                for hit in self.scan_regexes(text.detail("light_tags").text, accept):
+                    yield Hit(hit.rule, hit.start, hit.end, "light_tags")
 
     def scan_literals(
         self,
+        text: TextView,
+        kind: ViewKind,
         view: str,
-        detail: Callable[[], Detail | AsciiDetail] | None,
         accept: Callable[[Rule], bool] | None = None,
+        undecided: list[int] | None = None,
     ) -> Iterator[Hit]:
-        """Literal hits in a compact view; word boundaries are checked with `detail` (None: the caller
-        judges them itself)."""
+        """Literal hits in one compact view of `text`. A hit must not span a sentence break its pattern
+        does not have; a whole-word rule's hit must stand as a word. With `undecided` (a stream whose text
+        goes on), a whole-word hit that ends at the end of the view is not judged: its start is appended."""
         if self._index is None or not view:
             return
-        for end_index, (length, members, any_bounded) in self._index.find(view):
+        detail: CompactDetail | None = None
+        for end_index, (length, members, any_bounded, gaps) in self._index.find(view):
             end = end_index + 1
             start = end - length
-            whole_word = True if detail is None or not any_bounded else detail().is_word(start, end)
-            for rule in members:
+            detail = detail or text.detail(kind)
+            crossed = self._breaks(text, detail, start, end) if length > 1 and kind != "tags" else ()
+            whole_word = True
+            if any_bounded:
+                if undecided is not None and end == len(view):
+                    whole_word = False
+                    undecided.append(start)
+                else:
+                    whole_word = detail.is_word(start, end)
+            anchored: bool | None = None
+            for rule, allowed in zip(members, gaps, strict=True):
                 if (whole_word or not rule.word_boundary) and (accept is None or accept(rule)):
-                    yield Hit(rule, start, end, "compact")
+                    if crossed and not allowed.issuperset(crossed):
+                        continue
+                    if rule.id in self._phrases:
+                        # A phrase of several words must start or end at a word boundary: `DAN mode` is
+                        # not in "Jordan modernized", while "synth esize nerveagent" still is one.
+                        if anchored is None:
+                            anchored = self._anchored(detail, start, end, len(view), undecided)
+                        if not anchored:
+                            continue
+                    yield Hit(rule, start, end, kind)
+
+    @staticmethod
+    def _anchored(detail: CompactDetail, start: int, end: int, length: int, undecided: list[int] | None) -> bool:
+        if detail.begins(start):
+            return True
+        if end == length and undecided is not None:
+            undecided.append(start)  # the next piece says whether the phrase ends a word
+            return False
+        return detail.ends(end)
+
+    @staticmethod
+    def _breaks(text: TextView, detail: CompactDetail, start: int, end: int) -> tuple[int, ...]:
+        """The offsets (from `start`) of the view characters inside the span that follow a sentence break."""
+        first, last = detail.original_span(start, end)
+        found = breaks(text.text, first, last)
+        return tuple(detail.index_of(position) - start for position in found)
+
+    def partial_starts(self, view: str, since: int, accept: Callable[[Rule], bool] | None = None) -> list[int]:
+        """Where a block regex's match could be under way at the end of the light view `view` (a partial
+        match starting at `since` or later): a stream holds that text back. Only while there are at most
+        PARTIAL_LIMIT block regexes: each costs a search per streamed piece."""
+        starts: list[int] = []
+        if len(self._block_regexes) > PARTIAL_LIMIT:
+            return starts
+        for rule, pattern in self._block_regexes:
+            if accept is not None and not accept(rule):
+                continue
+            try:
+                found = pattern.search(view, since, partial=True, timeout=self._budget)
+            except TimeoutError:
+                raise RegexTimeout(rule.id) from None
+            while found is not None and not found.partial:
+                position = max(found.end(), found.start() + 1)
+                found = (
+                    pattern.search(view, position, partial=True, timeout=self._budget)
+                    if position <= len(view)
+                    else None
+                )
+            if found is not None:
+                starts.append(found.start())
+        return starts
+
+    def is_prefix(self, view: str) -> bool:
+        """Whether `view` is the start of some literal key (or a whole one)."""
+        return self._index is not None and self._index.is_prefix(view)
 
     def _candidates(self, view: str) -> list[int]:
         """The regexes that could match `view`: those with no factor, and those whose factor occurs."""

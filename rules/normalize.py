@@ -1,27 +1,41 @@
 """The matching views of a text, with offset maps back to the original.
 
-Two views, each built one character at a time so that a match can be mapped back, masked or redacted:
+A text is matched through several *views*, each built one character at a time so that a match can be
+mapped back, masked or redacted.
 
-**compact** (literal rules), in this order:
+**compact** (literal rules). Each character is folded on its own:
 1. NFKD compatibility decomposition (full-width, math alphanumerics, ligatures, superscripts → plain);
-2. case folding (`str.casefold`);
-3. Unicode tag characters (U+E0020–E007E, "ASCII smuggling") are decoded to the ASCII they encode;
-4. confusable homoglyphs (Cyrillic `а`, Greek `ο`, ...) fold to their ASCII look-alike, from the Unicode
-   confusables table shipped by the `confusable-homoglyphs` package (non-ASCII sources to single ASCII
-   letters or digits only), plus the letter-likes that table leaves out, found by Unicode name: small
-   capitals (`ɴ`), regional indicators (`🇧`) and negative squared/circled letters (`🅱`);
-5. leetspeak: `0→o 1→i 3→e 4→a 5→s 7→t 8→b 9→g @→a $→s !→i |→i +→t €→e`, and `l→i`
-   (so `l`, `I`, `1`, `|` and `!` are one letter);
-6. everything that is not a letter or a digit is dropped: combining marks (accents, zalgo), format
-   characters (zero-width space/joiners, soft hyphen, BOM, word joiner) and separators (spaces,
-   newlines, punctuation, symbols). `b.o.m.b`, `b o m b` and `b\\no\\nm\\nb` all read `bomb`.
+2. combining marks and invisible characters are removed (accents, zalgo, U+0345, zero-width and other
+   format characters, Hangul fillers and every other Default_Ignorable_Code_Point, Unicode tag
+   characters) — *before* case folding, so no mark can turn into a letter;
+3. confusable homoglyphs fold to their ASCII look-alike, looked up as written (so a capital's look-alike
+   never overrides the lower-case letter's: Greek `ν` is `v`, `Ν` is `n`), from the Unicode confusables
+   table shipped by `confusable-homoglyphs`, plus the letter-likes it leaves out (small capitals,
+   regional indicators, negative squared/circled letters) and the stroke/bar/hook letters NFKD does not
+   decompose (`ø ł đ ħ ŧ ƀ ɨ`, dotless `ı`, ...);
+4. case folding (`str.casefold`), then the confusables table once more for what case folding produced;
+5. `l→i` (so `l`, `I`, `1`, `|` and `!` are one letter).
 
-Word boundaries survive as side information: a compact character knows whether a separator stood
-before it, and whether it came from a leet *symbol* (`!`, `@`, ...), which also counts as a boundary
-(so `bomb!` still ends a word).
+Then, per *token* (a run of characters between separators; invisible characters do not split one):
+- leet digits `0→o 1→i 2→z 3→e 4→a 5→s 6→g 7→t 8→b 9→g` and leet symbols `@→a $→s !→i |→i +→t €→e`
+  fold only inside a token that also holds a letter (`b0mb`, `@nthrax`); in a token without one they
+  stay digits (`chapter 5`, `2024`) and the symbols become separators (`$100`, `a | b`). Text spaced
+  out letter by letter (`s 4 r 1 n`) counts as one token;
+- everything that is not a letter or a digit is dropped.
 
-**light** (regex rules): steps 1-4 and the removal of combining marks and format characters only; case
-is folded, but digits, punctuation and whitespace stay as written, so regexes keep their usual meaning.
+Two more compact views are matched when they can differ: **symbols**, where leet symbols are always
+separators (`s+m+o+k+e`, `s|a|r|i|n`, `s!y!n` read `smoke`, `sarin`, `syn`), and **tags**, the text hidden
+in Unicode tag characters (U+E0020–E007E, "ASCII smuggling"), decoded. In the other views tag
+characters are invisible, so tags sprinkled between visible letters hide nothing and add nothing.
+
+Word boundaries and sentence breaks survive as side information, answered from the original text: a
+compact character knows whether a separator stood before it, and whether it came from a leet *symbol*
+(which also counts as a word boundary: `bomb!`); `breaks` finds sentence and list punctuation between
+two words of at least two letters each, which a multi-word phrase must not span.
+
+**light** (regex rules): steps 1–4 only, with tags removed; case is folded, but digits, punctuation and
+whitespace stay as written, so regexes keep their usual meaning. Look-alikes of a capital `I` read `i`,
+and parenthesized letters (`⒤`) lose their parentheses.
 """
 
 from __future__ import annotations
@@ -32,14 +46,19 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import regex
 
-LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"}
+LEET = {"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}
 LEET_SYMBOLS = {"@": "a", "$": "s", "!": "i", "|": "i", "+": "t", "€": "e"}
-_NOT_WORD = regex.compile(r"[^\p{L}\p{N}]+")
-_INVISIBLE = regex.compile(r"[\p{M}\p{Cf}]+")
 _TAG_FIRST, _TAG_LAST = 0xE0020, 0xE007E
+_TAGS = regex.compile(r"[\U000E0000-\U000E007F]")
+_INVISIBLE = regex.compile(r"[\p{M}\p{Cf}\p{Default_Ignorable_Code_Point}\U000E0000-\U000E007F]")
+_NOT_WORD = regex.compile(r"[^\p{L}\p{N}]+")
+_PARENTHESIZED = regex.compile(r"^\((\w{1,2})\)$")
+
+ViewKind = Literal["compact", "symbols", "tags", "light", "light_tags"]
 
 
 def _load_confusables() -> dict[str, str]:
@@ -53,14 +72,32 @@ def _load_confusables() -> dict[str, str]:
             glyph = entry["c"]
             if len(glyph) == 1 and not glyph.isascii():
                 table.setdefault(glyph, target.lower())
-    return table
+    # Glyphs the table lists only as look-alikes of a decorated letter (`η` of `n̩`): the bare letter.
+    for glyph, entries in data.items():
+        if len(glyph) != 1 or glyph.isascii() or glyph in table:
+            continue
+        for entry in entries:
+            bare = _INVISIBLE.sub("", unicodedata.normalize("NFKD", entry["c"]))
+            if len(bare) == 1 and bare.isascii() and bare.isalnum():
+                table[glyph] = bare.lower()
+                break
+    return table | {glyph: target for glyph, target in _GREEK.items() if glyph not in table}
+
+
+# Greek lower-case letters that evasion generators use for Latin ones and the table does not pair.
+_GREEK = {"κ": "k", "τ": "t", "χ": "x", "ω": "w", "μ": "u", "ε": "e", "γ": "y", "ϲ": "c", "ς": "c"}
 
 
 # Letter-likes the confusables table leaves out (it judges glyphs at text size) but that evasion text
-# generators use: small capitals, regional indicators, negative squared/circled letters.
+# generators use: small capitals, regional indicators, negative squared/circled letters; and the Latin
+# letters with a stroke, bar, hook or tail that NFKD leaves whole.
 _LETTER_LIKE = regex.compile(
     r"^(?:LATIN LETTER SMALL CAPITAL|REGIONAL INDICATOR SYMBOL LETTER|"
-    r"NEGATIVE (?:SQUARED|CIRCLED) LATIN CAPITAL LETTER) ([A-Z])$"
+    r"NEGATIVE (?:SQUARED|CIRCLED) LATIN CAPITAL LETTER|LATIN (?:SMALL|CAPITAL) LETTER DOTLESS|"
+    r"LATIN SMALL LETTER SCRIPT) ([A-Z])$"
+    r"|^LATIN (?:SMALL|CAPITAL) LETTER ([A-Z]) WITH (?:STROKE|BAR|HOOK|TAIL|CURL|MIDDLE TILDE|BELT|"
+    r"RETROFLEX HOOK|PALATAL HOOK|DIAGONAL STROKE|LONG LEG|FLOURISH|SWASH TAIL|TOPBAR|DESCENDER|"
+    r"LOOP|HIGH STROKE|STROKE THROUGH DESCENDER|DOT ABOVE AND STROKE|INVERTED LAZY S)(?: AND .*)?$"
 )
 
 
@@ -69,61 +106,328 @@ def _letter_likes() -> dict[str, str]:
     for code in range(0x80, 0x20000):
         found = _LETTER_LIKE.match(unicodedata.name(chr(code), ""))
         if found:
-            table[chr(code)] = found.group(1).lower()
+            table[chr(code)] = (found.group(1) or found.group(2)).lower()
     return table
 
 
-def _build_tables() -> tuple[dict[int, str], dict[int, str]]:
-    """(light, compact) str.translate tables, applied after NFKD and casefold."""
-    light: dict[int, str] = {}
-    for glyph, target in (_letter_likes() | _load_confusables()).items():
-        for key in {glyph, unicodedata.normalize("NFKD", glyph).casefold()}:
-            if len(key) == 1 and not key.isascii():
-                light[ord(key)] = target
-    for code in range(_TAG_FIRST, _TAG_LAST + 1):
-        light[code] = chr(code - 0xE0000).casefold()
-    compact = dict(light)
-    for source, target in {**LEET, **LEET_SYMBOLS}.items():
-        compact[ord(source)] = target
-    for code, value in list(compact.items()):
-        compact[code] = "".join(LEET.get(c, LEET_SYMBOLS.get(c, c)) for c in value)
-    return light, compact
+_CAPITAL_I = regex.compile(r"CAPITAL LETTER (?:I|IOTA|BYELORUSSIAN-UKRAINIAN I)$|LETTER PALOCHKA$|ROMAN NUMERAL ONE$")
 
 
-_LIGHT_TABLE, _COMPACT_TABLE = _build_tables()
-_ASCII_COMPACT = {code: _NOT_WORD.sub("", chr(code).lower().translate(_COMPACT_TABLE)) for code in range(128)}
-_ASCII_TABLE = {code: value or None for code, value in _ASCII_COMPACT.items() if value != chr(code)}
-# In ASCII text every kept character becomes exactly one compact character.
-_ASCII_MASK = {code: "k" if value else "s" for code, value in _ASCII_COMPACT.items()}
+def _build_table() -> tuple[dict[str, str], dict[str, str]]:
+    """(compact, light) glyph → ASCII tables, looked up on NFKD characters before and after casefold.
+    The compact table folds `l` to `i`; the light table keeps `l` but reads capital-I look-alikes as `i`."""
+    table: dict[str, str] = {}
+    for glyph, target in (_load_confusables() | _letter_likes()).items():
+        key = unicodedata.normalize("NFKD", glyph)
+        key = _INVISIBLE.sub("", key)
+        if len(key) == 1 and not key.isascii() and not _INVISIBLE.match(key):
+            table.setdefault(key, target)  # the glyph's own entry first: never the capital's casefold
+    for key, target in list(table.items()):
+        lower = key.casefold()
+        if len(lower) == 1 and not lower.isascii():
+            table.setdefault(lower, target)  # a lower case with no entry of its own: its capital's (`м`, `ь`)
+    light = dict(table)
+    for glyph, target in table.items():
+        if target == "l" and unicodedata.category(glyph) == "Lu" and _CAPITAL_I.search(unicodedata.name(glyph, "")):
+            light[glyph] = "i"  # a capital I's look-alike reads as the `i` that `I` lower-cases to
+    light["\u2800"] = ""  # the Braille blank: dropped, like the invisibles it stands in for
+    light["\u04cf"] = "l"  # the small palochka stands in for `l` (`аӏӏ`); its capital for `I`
+    compact = {glyph: "i" if target == "l" else target for glyph, target in table.items()}
+    return compact, light
 
 
-def compact(text: str) -> str:
+_COMPACT_TABLE, _LIGHT_TABLE = _build_table()
+
+
+def _fold_word(char: str, table: dict[str, str]) -> str:
+    """One character, folded: NFKD, without marks and invisibles, look-alikes, case folded."""
+    out: list[str] = []
+    for part in unicodedata.normalize("NFKD", char):
+        if _INVISIBLE.match(part):
+            continue
+        mapped = table.get(part)
+        if mapped is not None:
+            out.append(mapped)
+            continue
+        for folded in part.casefold():
+            out.append(table.get(folded, folded))
+    return "".join(out)
+
+
+# Character classes of the compact views.
+LETTER, DIGIT, SYMBOL, INVISIBLE, SEPARATOR = 0, 1, 2, 3, 4
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def classify(char: str) -> tuple[int, str]:
+    """(class, folded text). DIGIT's text is the ASCII digits; SYMBOL's is its leet letter."""
+    if _INVISIBLE.match(char):
+        return INVISIBLE, ""
+    symbol = LEET_SYMBOLS.get(char)
+    if symbol is None and not char.isascii():
+        symbol = LEET_SYMBOLS.get(unicodedata.normalize("NFKD", char))
+    if symbol is not None:
+        return SYMBOL, symbol
+    folded = _NOT_WORD.sub("", _fold_word(char, _COMPACT_TABLE))
+    if not folded:
+        return SEPARATOR, ""
+    if folded.isascii() and folded.isdigit():
+        return DIGIT, folded
+    return LETTER, folded.replace("l", "i")
+
+
+# ----- building a compact view -----
+
+
+def _tokens(classes: list[int], symbols_are_letters: bool) -> tuple[list[int], list[bool]]:
+    """Each character's token (-1 for separators and invisibles) and, per token, whether its leet digits
+    and symbols fold: it holds a letter, or it is one of a run of one-character tokens (text spaced out
+    letter by letter) one of which is a letter."""
+    token_of = [-1] * len(classes)
+    letters: list[bool] = []
+    sizes: list[int] = []
+    current = -1
+    for index, kind in enumerate(classes):
+        if kind == SEPARATOR or (kind == SYMBOL and not symbols_are_letters):
+            current = -1
+        elif kind != INVISIBLE:
+            if current < 0:
+                current = len(sizes)
+                letters.append(False)
+                sizes.append(0)
+            token_of[index] = current
+            sizes[current] += 1
+            if kind == LETTER:
+                letters[current] = True
+    folds = list(letters)
+    first = 0
+    while first < len(sizes):
+        last = first
+        if sizes[first] == 1:
+            while last + 1 < len(sizes) and sizes[last + 1] == 1:
+                last += 1
+            if last > first and any(letters[first : last + 1]):
+                for token in range(first, last + 1):
+                    folds[token] = True
+        first = last + 1
+    return token_of, folds
+
+
+def compact_maps(
+    text: str, offset: int = 0, boundary_at_start: bool = True, symbols_are_letters: bool = True
+) -> tuple[str, list[int], list[bool], list[bool], bool]:
+    """The compact view of `text` with its per-character maps (see Detail) and whether the text ends at a
+    word boundary."""
+    pairs = [classify(char) for char in text]
+    classes = [kind for kind, _ in pairs]
+    token_of, folds = _tokens(classes, symbols_are_letters)
+    out: list[str] = []
+    origin: list[int] = []
+    boundary: list[bool] = []
+    soft: list[bool] = []
+    pending = boundary_at_start
+    for index, (kind, folded) in enumerate(pairs):
+        if kind == LETTER:
+            pieces, is_soft = folded, False
+        elif kind == DIGIT:
+            pieces, is_soft = ("".join(LEET[d] for d in folded) if folds[token_of[index]] else folded), False
+        elif kind == SYMBOL and symbols_are_letters and folds[token_of[index]]:
+            pieces, is_soft = folded, True
+        else:
+            if kind != INVISIBLE:
+                pending = True
+            continue
+        for piece in pieces:
+            out.append(piece)
+            origin.append(index + offset)
+            boundary.append(pending)
+            soft.append(is_soft)
+            pending = False
+    return "".join(out), origin, boundary, soft, pending
+
+
+# ASCII fast path: a str.translate table, applied piecewise around the letterless tokens whose digits
+# and symbols must not fold (found by one regex search; most texts have none, or a few numbers).
+_ASCII_SYMBOLS = "".join(c for c in LEET_SYMBOLS if c.isascii())
+_LETTERLESS = {
+    True: regex.compile(
+        rf"(?<![A-Za-z0-9{regex.escape(_ASCII_SYMBOLS)}])[0-9{regex.escape(_ASCII_SYMBOLS)}]+"
+        rf"(?![A-Za-z0-9{regex.escape(_ASCII_SYMBOLS)}])"
+    ),
+    False: regex.compile(r"(?<![A-Za-z0-9])[0-9]+(?![A-Za-z0-9])"),
+}
+
+
+def _ascii_word(char: str, symbols_are_letters: bool) -> bool:
+    return char.isalnum() or (symbols_are_letters and char in _ASCII_SYMBOLS)
+
+
+def _spaced_letter(text: str, index: int, symbols_are_letters: bool) -> bool:
+    """Whether the one-character token at `index` is one of a run of one-character tokens (text spaced out
+    letter by letter) that holds a letter."""
+    for step in (-1, 1):
+        position = index
+        while True:
+            position += step
+            while 0 <= position < len(text) and not _ascii_word(text[position], symbols_are_letters):
+                position += step
+            if not 0 <= position < len(text):
+                break
+            neighbour = position + step
+            if 0 <= neighbour < len(text) and _ascii_word(text[neighbour], symbols_are_letters):
+                break  # a longer token ends the run
+            if text[position].isalpha():
+                return True
+    return False
+
+
+def _ascii_unfolded(text: str, symbols_are_letters: bool) -> list[tuple[int, int]]:
+    """Spans of the letterless tokens of an ASCII text whose digits stay digits (and symbols drop)."""
+    spans: list[tuple[int, int]] = []
+    for found in _LETTERLESS[symbols_are_letters].finditer(text):
+        start, end = found.span()
+        if end - start == 1 and _spaced_letter(text, start, symbols_are_letters):
+            continue
+        spans.append((start, end))
+    return spans
+
+
+def _ascii_table(symbols_are_letters: bool, fold_digits: bool = True) -> dict[int, str | None]:
+    table: dict[int, str | None] = {}
+    for code in range(128):
+        kind, folded = classify(chr(code))
+        if kind == DIGIT:
+            value = LEET[folded] if fold_digits else folded
+        elif kind == SYMBOL:
+            value = folded if symbols_are_letters and fold_digits else ""
+        else:
+            value = folded
+        if value != chr(code):
+            table[code] = value or None
+    return table
+
+
+_ASCII_TABLES = {True: _ascii_table(True), False: _ascii_table(False)}
+_ASCII_DIGITS = _ascii_table(False, fold_digits=False)  # inside an unfolded token
+
+
+def _piecewise(
+    text: str, spans: list[tuple[int, int]], table: dict[int, str | None], inside: dict[int, str | None]
+) -> str:
+    out: list[str] = []
+    cursor = 0
+    for start, end in spans:
+        out.append(text[cursor:start].translate(table))
+        out.append(text[start:end].translate(inside))
+        cursor = end
+    out.append(text[cursor:].translate(table))
+    return "".join(out)
+
+
+def compact(text: str, symbols_are_letters: bool = True) -> str:
     """The compact view of `text` (what literal rules match against)."""
     if text.isascii():
-        return text.translate(_ASCII_TABLE)
-    folded = unicodedata.normalize("NFKD", text).casefold().translate(_COMPACT_TABLE)
-    result: str = _NOT_WORD.sub("", folded)
-    return result
+        table = _ASCII_TABLES[symbols_are_letters]
+        spans = _ascii_unfolded(text, symbols_are_letters)
+        return _piecewise(text, spans, table, _ASCII_DIGITS) if spans else text.translate(table)
+    return compact_maps(text, symbols_are_letters=symbols_are_letters)[0]
 
 
 def light(text: str) -> str:
     """The light view of `text` (what regex rules match against)."""
     if text.isascii():
         return text.lower()
-    folded = unicodedata.normalize("NFKD", text).casefold().translate(_LIGHT_TABLE)
-    result: str = _INVISIBLE.sub("", folded)
-    return result
-
-
-_fold_char = functools.lru_cache(maxsize=1 << 16)(compact)
+    return "".join(_light_char(char) for char in text)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _char_class(char: str) -> int:
-    """0: a word character; 1: a separator; 2: invisible (format character or combining mark)."""
-    if unicodedata.category(char) in ("Cf", "Mn", "Me", "Mc"):
-        return 2
-    return 0 if _fold_char(char) else 1
+def _light_char(char: str) -> str:
+    if _INVISIBLE.match(char):
+        return ""
+    decomposed = unicodedata.normalize("NFKD", char)
+    inner = _PARENTHESIZED.match(decomposed)
+    if inner:
+        decomposed = inner.group(1)
+    return "".join(_fold_word(part, _LIGHT_TABLE) if not part.isascii() else part.lower() for part in decomposed)
+
+
+def has_tags(text: str) -> bool:
+    return _TAGS.search(text) is not None
+
+
+def tag_text(text: str) -> tuple[str, list[int]]:
+    """The text hidden in Unicode tag characters, decoded, with each character's original index."""
+    out: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        code = ord(char)
+        if _TAG_FIRST <= code <= _TAG_LAST:
+            out.append(chr(code - 0xE0000))
+            origin.append(index)
+    return "".join(out), origin
+
+
+# ----- sentence breaks -----
+
+_RUN = regex.compile(r"[^\p{L}\p{N}]+")
+_BREAK_PUNCTUATION = frozenset(".,;:?!…。，；：！？")
+_BULLETS = frozenset("-*•·◦▪–—")
+
+
+def _is_break(run: str) -> bool:
+    """Whether a run of non-word characters between two words ends a sentence or a list item."""
+    if not any(char.isspace() for char in run):
+        return False  # `nerve.agent`, `s.a.r.i.n`: no sentence ends without a space
+    if any(char in _BREAK_PUNCTUATION for char in run):
+        return True
+    lines = run.split("\n")
+    return len(lines) > 2 or (len(lines) == 2 and lines[1].strip()[:1] in _BULLETS and lines[1].strip() != "")
+
+
+def _word_length(text: str, index: int, step: int) -> int:
+    """Letters and digits of the word next to a run (invisible characters skipped), counted up to 2."""
+    count = 0
+    while 0 <= index < len(text) and count < 2:
+        char = text[index]
+        if char.isalnum():
+            count += 1
+        elif not _INVISIBLE.match(char):
+            break
+        index += step
+    return count
+
+
+def breaks(text: str, start: int, end: int) -> list[int]:
+    """Original indexes in (start, end) where a word begins after a sentence or list break: a run of
+    punctuation with a space between two words (`photosynthesize. Nerve`, `build. A pipe`), not between
+    two single letters of text spaced out letter by letter (`n. e. r. v. e`)."""
+    found: list[int] = []
+    segment = text[start:end]
+    if not any(char in _BREAK_PUNCTUATION or char == "\n" for char in segment):
+        return found
+    for run in _RUN.finditer(text, start, end):
+        first, last = run.span()
+        if first == start or last >= end or not _is_break(run.group()):
+            continue
+        if _word_length(text, first - 1, -1) >= 2 or _word_length(text, last, 1) >= 2:
+            found.append(last)  # not both single letters: not text spaced out letter by letter
+    return found
+
+
+def pattern_gaps(pattern: str) -> frozenset[int]:
+    """Compact offsets in a literal pattern where the pattern itself has punctuation between words
+    (`semtex + detonator`): there a sentence break in the text does not stop the match."""
+    view, origin, _, _, _ = compact_maps(pattern)
+    gaps: set[int] = set()
+    for run in _RUN.finditer(pattern):
+        if any(not (char.isspace() or char in "-_'’") for char in run.group()):
+            index = bisect.bisect_left(origin, run.end())
+            if 0 < index < len(view):
+                gaps.add(index)
+    return frozenset(gaps)
+
+
+# ----- details: a view with its maps -----
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,58 +450,33 @@ class Detail:
         last = self.origin[end - 1] + 1 if end > start else first
         return first, last
 
+    def index_of(self, original: int) -> int:
+        """The first view index whose character comes from `original` or later."""
+        return bisect.bisect_left(self.origin, original)
+
+    def begins(self, start: int) -> bool:
+        """Whether a word begins at view character `start` in the original."""
+        return start == 0 or self.boundary_before[start] or self.soft[start - 1]
+
+    def ends(self, end: int) -> bool:
+        """Whether a word ends just before view character `end` in the original."""
+        return end >= len(self.text) or self.boundary_before[end] or self.soft[end]
+
     def is_word(self, start: int, end: int) -> bool:
         """Whether the view span [start, end) stands as a whole word in the original."""
-        begins = start == 0 or self.boundary_before[start] or self.soft[start - 1]
-        ends = end >= len(self.text) or self.boundary_before[end] or self.soft[end]
-        return begins and ends
+        return self.begins(start) and self.ends(end)
 
 
-def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True) -> Detail:
-    out, origin, boundary, soft, trailing = compact_maps(text, offset, boundary_at_start)
+def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True, symbols: bool = True) -> Detail:
+    out, origin, boundary, soft, trailing = compact_maps(text, offset, boundary_at_start, symbols)
     return Detail(out, tuple(origin), tuple(boundary), tuple(soft), len(text) + offset, trailing)
 
 
-# For each ASCII code: (its compact character or "", from a leet symbol, a separator).
-_ASCII_FOLD = [(_ASCII_COMPACT[code], chr(code) in LEET_SYMBOLS, not _ASCII_COMPACT[code]) for code in range(128)]
-
-
-def compact_maps(
-    text: str, offset: int = 0, boundary_at_start: bool = True
-) -> tuple[str, list[int], list[bool], list[bool], bool]:
-    """The compact view of `text` with its per-character maps (see Detail) and whether the text ends
-    at a word boundary."""
-    out: list[str] = []
-    origin: list[int] = []
-    boundary: list[bool] = []
-    soft: list[bool] = []
-    pending = boundary_at_start
-    if text.isascii():  # every character folds to at most one, by table
-        fold = _ASCII_FOLD
-        for index, code in enumerate(text.encode()):
-            folded, is_soft, separator = fold[code]
-            if folded:
-                out.append(folded)
-                origin.append(index + offset)
-                boundary.append(pending)
-                soft.append(is_soft)
-                pending = False
-            elif separator:
-                pending = True
-        return "".join(out), origin, boundary, soft, pending
-    for index, char in enumerate(text):
-        folded = _fold_char(char)
-        if folded:
-            is_soft = char in LEET_SYMBOLS
-            for piece in folded:
-                out.append(piece)
-                origin.append(index + offset)
-                boundary.append(pending)
-                soft.append(is_soft)
-                pending = False
-        elif _char_class(char) == 1:
-            pending = True
-    return "".join(out), origin, boundary, soft, pending
+def tags_detail(text: str) -> Detail:
+    hidden, hidden_origin = tag_text(text)
+    out, origin, boundary, soft, trailing = compact_maps(hidden)
+    mapped = tuple(hidden_origin[index] for index in origin)
+    return Detail(out, mapped, tuple(boundary), tuple(soft), len(text), trailing)
 
 
 def light_detail(text: str) -> Detail:
@@ -213,29 +492,40 @@ def light_detail(text: str) -> Detail:
 
 
 class AsciiDetail:
-    """The compact view's maps for ASCII text, answered on demand from a mask of kept characters
-    (a C-speed translate, then counting), instead of building `compact_detail`'s per-character maps;
-    same answers."""
+    """The compact view's maps for ASCII text whose tokens all fold, answered on demand from a mask of
+    kept characters (a C-speed translate, then counting), instead of building `compact_detail`'s
+    per-character maps; same answers."""
 
-    __slots__ = ("text", "_original", "_mask", "_blocks")
+    __slots__ = ("text", "_original", "_mask", "_blocks", "_symbols")
     BLOCK = 256
 
-    def __init__(self, original: str, view: str) -> None:
-        self.text = view
+    def __init__(self, original: str, symbols: bool = True) -> None:
         self._original = original
-        self._mask = original.translate(_ASCII_MASK)  # "k" kept, "s" separator
+        self._symbols = symbols
+        table = _ASCII_TABLES[symbols]
+        spans = _ascii_unfolded(original, symbols)
+        if spans:
+            self.text = _piecewise(original, spans, table, _ASCII_DIGITS)
+            self._mask = _piecewise(original, spans, _ASCII_MASKS[symbols], _ASCII_DIGIT_MASK)
+        else:
+            self.text = original.translate(table)
+            self._mask = original.translate(_ASCII_MASKS[symbols])  # "k" kept, "s" separator
         self._blocks: list[int] | None = None  # kept characters before each BLOCK-sized block
 
-    def _origin(self, index: int) -> int:
-        """Original index of view character `index`: the (index+1)-th kept character."""
+    def _block_counts(self) -> list[int]:
         if self._blocks is None:
             blocks, total = [], 0
             for begin in range(0, len(self._mask), self.BLOCK):
                 blocks.append(total)
                 total += self._mask.count("k", begin, begin + self.BLOCK)
             self._blocks = blocks
-        block = bisect.bisect_right(self._blocks, index) - 1
-        before = self._blocks[block]
+        return self._blocks
+
+    def _origin(self, index: int) -> int:
+        """Original index of view character `index`: the (index+1)-th kept character."""
+        blocks = self._block_counts()
+        block = bisect.bisect_right(blocks, index) - 1
+        before = blocks[block]
         low = block * self.BLOCK
         high = min(low + self.BLOCK, len(self._mask)) - 1
         while low < high:
@@ -246,12 +536,19 @@ class AsciiDetail:
                 low = middle + 1
         return low
 
+    def index_of(self, original: int) -> int:
+        blocks = self._block_counts()
+        block = min(original // self.BLOCK, len(blocks) - 1) if blocks else 0
+        if not blocks:
+            return 0
+        return blocks[block] + self._mask.count("k", block * self.BLOCK, original)
+
     def _begins_run(self, index: int) -> bool:
         origin = self._origin(index)
         return origin == 0 or self._mask[origin - 1] == "s"
 
     def _soft(self, index: int) -> bool:
-        return self._original[self._origin(index)] in LEET_SYMBOLS
+        return self._symbols and self._original[self._origin(index)] in LEET_SYMBOLS
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         if start >= len(self.text):
@@ -259,21 +556,43 @@ class AsciiDetail:
         first = self._origin(start)
         return first, (self._origin(end - 1) + 1 if end > start else first)
 
+    def begins(self, start: int) -> bool:
+        return start == 0 or self._begins_run(start) or self._soft(start - 1)
+
+    def ends(self, end: int) -> bool:
+        return end >= len(self.text) or self._begins_run(end) or self._soft(end)
+
     def is_word(self, start: int, end: int) -> bool:
-        begins = start == 0 or self._begins_run(start) or self._soft(start - 1)
-        ends = end >= len(self.text) or self._begins_run(end) or self._soft(end)
-        return begins and ends
+        return self.begins(start) and self.ends(end)
+
+
+def _ascii_mask(symbols_are_letters: bool) -> dict[int, str | None]:
+    mask: dict[int, str | None] = {}
+    for code in range(128):
+        kind, _ = classify(chr(code))
+        kept = kind in (LETTER, DIGIT) or (kind == SYMBOL and symbols_are_letters)
+        mask[code] = "k" if kept else "s"
+    return mask
+
+
+_ASCII_MASKS = {True: _ascii_mask(True), False: _ascii_mask(False)}
+_ASCII_DIGIT_MASK = _ascii_mask(False)  # inside an unfolded token: digits kept, symbols separate
+_HAS_SYMBOL = regex.compile("[" + regex.escape("".join(LEET_SYMBOLS)) + "]")
+
+CompactDetail = Detail | AsciiDetail
 
 
 class TextView:
     """One text and its views, each computed once, on demand."""
 
-    __slots__ = ("text", "_compact", "_compact_detail", "_light", "_light_detail")
+    __slots__ = ("text", "_compact", "_compact_detail", "_extra", "_extra_details", "_light", "_light_detail")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._compact: str | None = None
-        self._compact_detail: Detail | AsciiDetail | None = None
+        self._compact_detail: CompactDetail | None = None
+        self._extra: list[tuple[ViewKind, str]] | None = None
+        self._extra_details: dict[str, CompactDetail] = {}
         self._light: str | None = None
         self._light_detail: Detail | None = None
 
@@ -284,13 +603,46 @@ class TextView:
         return self._compact
 
     @property
-    def compact_detail(self) -> Detail | AsciiDetail:
+    def compact_detail(self) -> CompactDetail:
         if self._compact_detail is None:
             if self.text.isascii():
-                self._compact_detail = AsciiDetail(self.text, self.compact)
+                self._compact_detail = AsciiDetail(self.text)
             else:
                 self._compact_detail = compact_detail(self.text)
         return self._compact_detail
+
+    def extra_views(self) -> list[tuple[ViewKind, str]]:
+        """The other compact views worth matching: `symbols` when the text has leet symbols (and the
+        view differs), `tags` when it hides text in tag characters."""
+        if self._extra is None:
+            extra: list[tuple[ViewKind, str]] = []
+            if _HAS_SYMBOL.search(self.text):
+                view = compact(self.text, symbols_are_letters=False)
+                if view != self.compact:
+                    extra.append(("symbols", view))
+            if not self.text.isascii() and _TAGS.search(self.text):
+                extra.append(("tags", compact(tag_text(self.text)[0])))
+            self._extra = extra
+        return self._extra
+
+    def detail(self, kind: ViewKind) -> CompactDetail:
+        if kind == "compact":
+            return self.compact_detail
+        if kind == "light":
+            return self.light_detail
+        found = self._extra_details.get(kind)
+        if found is None:
+            if kind == "symbols":
+                if self.text.isascii():
+                    found = AsciiDetail(self.text, symbols=False)
+                else:
+                    found = compact_detail(self.text, symbols=False)
+            elif kind == "tags":
+                found = tags_detail(self.text)
+            else:
+                found = light_detail(tag_text(self.text)[0])
+            self._extra_details[kind] = found
+        return found
 
     @property
     def light(self) -> str:

@@ -1,26 +1,36 @@
 """Scanning text that arrives in pieces (a streamed model answer) before any piece is passed on.
 
-The scanner keeps just enough already-sent context (the longest literal's compact length, and a
-window of original text for regexes) to catch a match that spans pieces. `feed` answers what may be
-sent now: nothing once a `block` rule has matched; otherwise the received text, minus a held-back
-tail when `redact` rules need to see more before a span can be replaced, and minus everything while a
-word-boundary (or regex) match at the very end cannot yet be decided.
+The scanner keeps a window of original text: the already-sent context a match could still span (the
+longest literal's length *in folded characters*, in every compact view, and 256 folded characters for
+regexes), then what was received but not sent. Each piece is matched over the whole window, with the
+same views and checks as a whole text, so any chunking gives the whole text's verdict.
+
+`feed` answers what may be sent now: nothing once a `block` rule has matched; otherwise the received
+text minus what is held back:
+- the text from the first position where the folded text could still be the beginning of a literal
+  rule (so a stream cut by a block rule delivers none of the blocked phrase);
+- a whole-word (or regex) match that ends at the very end of what arrived, which the next piece decides;
+- the start of a block regex's partial match at the end (the `regex` module's `partial=True`), begun in
+  the last REGEX_PARTIAL folded characters, while there are at most PARTIAL_LIMIT block regexes;
+- a trailing token of digits or symbols, whose folding depends on what follows (`5` + `arin`);
+- 128 characters more while regex redact rules are in force.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rules.match import Hit, Matcher
 from rules.model import Rule
-from rules.normalize import Detail, compact_maps, light, light_detail
+from rules.normalize import LEET_SYMBOLS, CompactDetail, TextView, ViewKind, has_tags, light, tag_text
 from rules.redact import merge
 
 REDACTION = "[REDACTED]"
-REGEX_WINDOW = 256  # original characters of sent text kept for regexes that span pieces
+REGEX_WINDOW = 256  # folded characters of sent text kept for regexes that span pieces
 REGEX_REDACT_HOLD = 128  # original characters held back while regex redact rules are in force
+REGEX_PARTIAL = 96  # folded characters back from the end where a held partial regex match may start
+_TOKEN_SEARCH = 64  # original characters a trim point may move back to start at a token
 
 
 @dataclass(slots=True)
@@ -38,56 +48,28 @@ class StreamScanner:
         self._accept = accept
         self._redaction = redaction
         self._keep = max(matcher.longest_literal, 1)
-        self._literal_hold = max(matcher.longest_literal - 1, 0) if matcher.has_redact else 0
+        self._literals = matcher.longest_literal > 0
         self._regex_hold = REGEX_REDACT_HOLD if matcher.has_regex_redact else 0
-        # compact view of (kept context + pending), with absolute original offsets
-        self._norm = ""
-        self._origin: list[int] = []
-        self._boundary: list[bool] = []
-        self._soft: list[bool] = []
-        self._trimmed = False
-        self._trailing_boundary = True
-        self._sent_tail = ""  # the last REGEX_WINDOW original characters already sent
-        self._pending = ""  # received, not yet sent
-        self._sent = 0  # absolute original index up to which text has been sent
+        self._window = ""  # original text from absolute index `_base`: sent context, then pending
+        self._base = 0
+        self._sent = 0  # absolute index up to which text has been sent
         self._received = 0
         self._redactions: list[tuple[int, int]] = []
         self._seen: set[tuple[str, int, int]] = set()
-        # Regexes whose required factor was seen, with the input position it was seen by: only they (and
-        # factor-less regexes) can match in the window, so a piece without factors costs no regex search.
-        self._armed: dict[int, int] = {}
-        self._overlap = max(matcher.longest_factor - 1, 0)
-        self._factor_context = ""  # the last `_overlap` characters fed: a factor may span two pieces
-        self._always = frozenset(matcher.always)
+        self._resume: dict[str, int] = {}  # per view: where the search for a held-back prefix resumes
         self.blocked: Rule | None = None
 
     @property
     def holding(self) -> bool:
         """Whether received text is waiting to be decided or released."""
-        return bool(self._pending)
+        return self._received > self._sent
 
     def feed(self, text: str) -> Emission:
         if self.blocked is not None:
             return Emission(blocked=self.blocked)
-        view, origin, boundary, soft, self._trailing_boundary = compact_maps(
-            text, self._received, self._trailing_boundary
-        )
-        self._norm += view
-        self._origin += origin
-        self._boundary += boundary
-        self._soft += soft
-        self._pending += text
+        self._window += text
         self._received += len(text)
-        if self._matcher.has_regex:
-            self._arm(text)
         return self._step(finished=False)
-
-    def _arm(self, text: str) -> None:
-        piece = self._factor_context + text
-        for index in self._matcher.factor_hits(light(piece)):
-            self._armed[index] = self._received
-        if self._overlap:
-            self._factor_context = piece[-self._overlap :]
 
     def finish(self) -> Emission:
         """The stream ended: decide what was held and send the rest."""
@@ -97,20 +79,27 @@ class StreamScanner:
 
     def _step(self, *, finished: bool) -> Emission:
         emission = Emission()
-        undecided = self._scan_literals(emission, finished)
+        view = TextView(self._window)
+        hold = self._received
+        if self._literals:
+            hold = min(hold, self._scan_literals(view, emission, finished))
         if self._matcher.has_regex and emission.blocked is None:
-            undecided |= self._scan_regexes(emission, finished)
+            hold = min(hold, self._scan_regexes(view, emission, finished))
         if emission.blocked is not None:
             self.blocked = emission.blocked
-            self._pending = ""
+            self._window = ""
             return emission
-        if undecided:
-            return emission
-        emission.text = self._release(self._safe_end(finished))
-        self._trim()
+        if not finished:
+            hold = min(hold, self._trailing_token())
+            if self._regex_hold:
+                hold = min(hold, self._received - self._regex_hold)
+        emission.text = self._release(self._safe_end(max(hold, self._sent)))
+        self._trim(view)
         return emission
 
     def _consider(self, hit: Hit, start: int, end: int, emission: Emission) -> None:
+        if end <= self._sent:
+            return  # decided when it was sent
         key = (hit.rule.id, start, end)
         if key in self._seen:
             return
@@ -121,64 +110,106 @@ class StreamScanner:
         elif hit.rule.action == "redact":
             self._redactions.append((max(start, self._sent), end))
 
-    def _scan_literals(self, emission: Emission, finished: bool) -> bool:
-        undecided = False
-        n = len(self._norm)
-        for hit in self._matcher.scan_literals(self._norm, None, self._accept):
-            last = self._origin[hit.end - 1]
-            if last < self._sent:
-                continue  # decided when it was sent
-            if hit.rule.word_boundary:
-                begins = (
-                    self._boundary[hit.start]
-                    or (hit.start > 0 and self._soft[hit.start - 1])
-                    or (hit.start == 0 and not self._trimmed)
-                )
-                if hit.end < n:
-                    ends = self._boundary[hit.end] or self._soft[hit.end]
-                elif finished or self._trailing_boundary:
-                    ends = True
-                else:
-                    undecided |= begins  # the next piece decides
-                    continue
-                if not (begins and ends):
-                    continue
-            self._consider(hit, self._origin[hit.start], last + 1, emission)
-        return undecided
-
-    def _scan_regexes(self, emission: Emission, finished: bool) -> bool:
-        base = self._sent - len(self._sent_tail)
-        armed = self._armed
-        for index in [index for index, seen in armed.items() if seen <= base]:
-            del armed[index]  # its factor has left the window
-        if not armed and not self._always:
-            return False
-        candidates = sorted(self._always.union(armed))
-        window = self._sent_tail + self._pending
-        view = light(window)  # one C-level pass; the per-character map only when a regex matches
-        detail: Detail | None = None
-        undecided = False
-        for hit in self._matcher.scan_regexes(view, self._accept, candidates):
-            detail = detail or light_detail(window)
-            start, end = detail.original_span(hit.start, hit.end)
-            if base + end <= self._sent:
+    def _scan_literals(self, view: TextView, emission: Emission, finished: bool) -> int:
+        """Judge the literal hits of every compact view; the absolute index from which to hold."""
+        hold = self._received
+        views: list[tuple[ViewKind, str]] = [("compact", view.compact), *view.extra_views()]
+        for kind, text in views:
+            undecided: list[int] | None = None if finished else []
+            detail: CompactDetail | None = None
+            for hit in self._matcher.scan_literals(view, kind, text, self._accept, undecided):
+                detail = detail or view.detail(kind)
+                start, end = detail.original_span(hit.start, hit.end)
+                self._consider(hit, self._base + start, self._base + end, emission)
+                if emission.blocked is not None:
+                    return hold
+            if finished or not text:
                 continue
+            detail = detail or view.detail(kind)
+            for start in undecided or ():
+                hold = min(hold, self._base + detail.original_span(start, start + 1)[0])
+            hold = min(hold, self._prefix(kind, text, detail))
+        return hold
+
+    def _prefix(self, kind: str, text: str, detail: CompactDetail) -> int:
+        """Where the longest end of the folded text that could begin a literal starts (absolute), or the
+        end of what was received. Searched from where the last search stopped: a start that cannot begin
+        a literal in text whose folding is settled cannot once more text follows it."""
+        n = len(text)
+        settled = detail.index_of(self._stable_point() - self._base)
+        first = max(n - self._keep + 1, 0, detail.index_of(max(self._resume.get(kind, 0) - self._base, 0)))
+        resume = -1
+        for start in range(first, n):
+            if start < settled and not self._matcher.is_prefix(text[start:settled]):
+                continue  # refused on settled text: for good
+            if resume < 0:
+                resume = start
+            if self._matcher.is_prefix(text[start:]):
+                self._resume[kind] = self._base + detail.original_span(resume, resume + 1)[0]
+                return self._base + detail.original_span(start, start + 1)[0]
+        self._resume[kind] = self._received if resume < 0 else self._base + detail.original_span(resume, resume + 1)[0]
+        return self._received
+
+    def _stable_point(self) -> int:
+        """The start of the last two words (absolute): how earlier text folds cannot change with what
+        follows, but a trailing digit, symbol or spaced-out letter may fold differently once the next
+        piece joins its token (`+ d` reads `td` until `е` arrives)."""
+        window = self._window
+        index = len(window)
+        for _ in range(2):
+            while index > 0 and window[index - 1].isspace():
+                index -= 1
+            while index > 0 and not window[index - 1].isspace():
+                index -= 1
+        return self._base + index
+
+    def _scan_regexes(self, view: TextView, emission: Emission, finished: bool) -> int:
+        light = view.light
+        candidates = sorted(self._matcher.factor_hits(light).union(self._matcher.always))
+        hold = self._received
+        for hit in self._matcher.scan_regexes(light, self._accept, candidates):
+            start, end = view.light_detail.original_span(hit.start, hit.end)
+            if self._base + end <= self._sent:
+                continue
+            if hit.end == len(light) and not finished:
+                hold = min(hold, self._base + start)  # a longer match, or none, may follow
+                continue
+            self._consider(hit, self._base + start, self._base + end, emission)
+            if emission.blocked is not None:
+                break
+        if emission.blocked is None and not self._window.isascii() and has_tags(self._window):
+            hold = min(hold, self._scan_hidden(emission, finished))
+        if not finished and emission.blocked is None:
+            for start in self._matcher.partial_starts(light, max(len(light) - REGEX_PARTIAL, 0), self._accept):
+                hold = min(hold, self._base + view.light_detail.original_span(start, start + 1)[0])
+        return hold
+
+    def _scan_hidden(self, emission: Emission, finished: bool) -> int:
+        """Regexes over the text hidden in tag characters (decoded tags are ASCII: one light character each)."""
+        hidden, origin = tag_text(self._window)
+        view = light(hidden)
+        hold = self._received
+        for hit in self._matcher.scan_regexes(view, self._accept):
+            start, end = self._base + origin[hit.start], self._base + origin[hit.end - 1] + 1
             if hit.end == len(view) and not finished:
-                undecided = True  # a longer match, or none, may follow
+                hold = min(hold, start)
                 continue
-            self._consider(hit, base + start, base + end, emission)
-        return undecided
+            self._consider(hit, start, end, emission)
+            if emission.blocked is not None:
+                break
+        return hold
 
-    def _safe_end(self, finished: bool) -> int:
-        if finished:
+    def _trailing_token(self) -> int:
+        """The start of a trailing run of digits and symbols with no letter before it in its token: whether
+        it reads as letters depends on what follows (`5` then `arin`)."""
+        index = len(self._window)
+        while index > 0 and (self._window[index - 1].isdigit() or self._window[index - 1] in LEET_SYMBOLS):
+            index -= 1
+        if index == len(self._window) or (index > 0 and self._window[index - 1].isalpha()):
             return self._received
-        end = self._received
-        if self._literal_hold:
-            index = len(self._norm) - self._literal_hold
-            end = min(end, self._origin[index]) if 0 <= index < len(self._origin) else self._sent
-        if self._regex_hold:
-            end = min(end, self._received - self._regex_hold)
-        end = max(end, self._sent)
+        return self._base + index
+
+    def _safe_end(self, end: int) -> int:
         for start, stop in merge(self._redactions) if self._redactions else ():
             if start < end < stop:
                 end = stop  # a complete span: send it, replaced, in one go
@@ -187,10 +218,8 @@ class StreamScanner:
     def _release(self, end: int) -> str:
         if end <= self._sent:
             return ""
-        chunk = self._pending[: end - self._sent]
+        chunk = self._window[self._sent - self._base : end - self._base]
         if not self._redactions:
-            self._pending = self._pending[end - self._sent :]
-            self._sent_tail = (self._sent_tail + chunk)[-REGEX_WINDOW:]
             self._sent = end
             return chunk
         out: list[str] = []
@@ -203,17 +232,34 @@ class StreamScanner:
             cursor = min(stop, end)
         out.append(chunk[cursor - self._sent :])
         self._redactions = [(s, e) for s, e in self._redactions if e > end]
-        self._pending = self._pending[end - self._sent :]
-        self._sent_tail = (self._sent_tail + chunk)[-REGEX_WINDOW:]
         self._sent = end
         return "".join(out)
 
-    def _trim(self) -> None:
-        first_unsent = bisect.bisect_left(self._origin, self._sent)
-        cut = max(0, first_unsent - self._keep)
-        if cut:
-            self._norm = self._norm[cut:]
-            del self._origin[:cut], self._boundary[:cut], self._soft[:cut]
-            self._trimmed = True
+    def _trim(self, view: TextView) -> None:
+        """Drop sent text no later match can need: keep `_keep` folded characters of it in every compact
+        view (and REGEX_WINDOW in the light view), starting at a token's start."""
+        sent = self._sent - self._base
+        if sent <= self._keep:
+            return
+        cut = sent
+        if self._literals:
+            kinds: list[ViewKind] = ["compact", *(kind for kind, _ in view.extra_views())]
+            for kind in kinds:
+                detail = view.detail(kind)
+                index = detail.index_of(sent) - self._keep
+                cut = min(cut, detail.original_span(index, index + 1)[0] if index > 0 else 0)
+        if self._matcher.has_regex:
+            if self._window.isascii():  # the light view is the text, lower-cased
+                cut = min(cut, max(sent - REGEX_WINDOW, 0))
+            else:
+                index = view.light_detail.index_of(sent) - REGEX_WINDOW
+                cut = min(cut, view.light_detail.original_span(index, index + 1)[0] if index > 0 else 0)
+        floor = max(cut - _TOKEN_SEARCH, 0)
+        while cut > floor and not self._window[cut - 1].isspace():
+            cut -= 1
+        if cut <= 0:
+            return
+        self._window = self._window[cut:]
+        self._base += cut
         if self._seen:
             self._seen = {key for key in self._seen if key[2] > self._sent}

@@ -29,6 +29,19 @@ def test_backends_report_identical_hits(keys: list[str], text: str) -> None:
     assert sorted(HyperscanIndex(keys, values).find(text)) == expected
 
 
+@needs_hyperscan
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(ALPHABET, min_size=1, max_size=5), min_size=1, max_size=12, unique=True),
+    st.text(ALPHABET, min_size=1, max_size=6),
+)
+def test_backends_agree_on_what_could_begin_a_key(keys: list[str], text: str) -> None:
+    values = list(range(len(keys)))
+    expected = any(key.startswith(text) for key in keys)
+    assert AhoCorasickIndex(keys, values).is_prefix(text) is expected
+    assert HyperscanIndex(keys, values).is_prefix(text) is expected
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param(b, marks=needs_hyperscan if b == "hyperscan" else ()) for b in BACKENDS]
 )

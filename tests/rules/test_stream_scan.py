@@ -103,10 +103,17 @@ def test_stream_redaction_equals_whole_text_redaction(case: tuple[str, list[str]
 
 def test_a_match_split_across_pieces_is_caught_before_the_completing_piece() -> None:
     scanner = StreamScanner(BLOCKING)
-    assert scanner.feed("how to make ner").text == "how to make ner"
-    assert scanner.feed("ve ag").text == "ve ag"
+    assert scanner.feed("how to make ner").text == "how to make "  # "ner" could begin "nerve agent": held
+    assert scanner.feed("ve ag").text == ""
     emission = scanner.feed("ent now")
-    assert emission.blocked is not None and emission.text == ""
+    assert emission.blocked is not None and emission.text == ""  # the client never saw any of the phrase
+
+
+def test_held_text_is_released_once_it_cannot_begin_a_match() -> None:
+    scanner = StreamScanner(BLOCKING)
+    assert scanner.feed("the nerv").text == "the "
+    assert scanner.feed("es of steel").text == "nerves of steel"
+    assert scanner.finish().text == ""
 
 
 def test_a_multibyte_homoglyph_split_match_is_caught() -> None:
@@ -117,20 +124,20 @@ def test_a_multibyte_homoglyph_split_match_is_caught() -> None:
 
 def test_a_whole_word_match_at_a_piece_end_waits_for_the_next_piece() -> None:
     scanner = StreamScanner(BLOCKING)
-    assert scanner.feed("a ricin").text == ""  # undecided: "ricinoleic" would be fine
-    assert scanner.feed("oleic acid").text == "a ricinoleic acid"
+    assert scanner.feed("a ricin").text == "a "  # undecided: "ricinoleic" would be fine
+    assert scanner.feed("oleic acid").text == "ricinoleic acid"
     scanner = StreamScanner(BLOCKING)
-    assert scanner.feed("a ricin").text == ""
+    assert scanner.feed("a ricin").text == "a "
     assert scanner.feed(" plant").blocked is not None
 
 
 def test_redaction_holds_back_only_the_longest_pattern() -> None:
     scanner = StreamScanner(REDACTING)
     first = scanner.feed("the launch code is sec")
-    assert first.text == "the launch code "  # "is sec": the 5 compact characters "secret" could still need
+    assert first.text == "the launch code is "  # only "sec", which could begin "secret", is held
     second = scanner.feed("ret and more words")
-    assert second.text == "is [REDACTED] and more "
-    assert scanner.finish().text.endswith("words")
+    assert second.text == "[REDACTED] and more word"  # "s" could begin "secret"
+    assert scanner.finish().text == "s"
 
 
 def test_regex_block_rules_do_not_make_redaction_hold_more() -> None:
@@ -139,7 +146,8 @@ def test_regex_block_rules_do_not_make_redaction_hold_more() -> None:
         {"pattern": r"ignore (all )?previous instructions", "kind": "regex", "id": "inj"},
     )
     scanner = StreamScanner(matcher)
-    assert scanner.feed("my password is ").text == "my pass"  # "wordis": len("hunter2") - 1 compact chars held
+    assert scanner.feed("my password is ").text == "my password is "  # nothing here could begin "hunter2"
+    assert scanner.feed("hunt").text == ""
 
 
 def test_regex_redaction_in_a_stream() -> None:
