@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     push = client_command(rules, "push", "push a YAML/JSON rule pack (all-or-nothing)", commands_.cmd_rules_push)
     push.add_argument("file", type=Path)
     push.add_argument("--reason")
+    push.add_argument(
+        "--force", action="store_true", help="push rules the safety net refuses (too short, or hit benign text)"
+    )
     listing = client_command(rules, "list", "list rules", commands_.cmd_rules_list)
     for name in ("category", "stage", "incident_id", "action"):
         listing.add_argument(f"--{name.replace('_', '-')}", dest=name)

@@ -49,9 +49,57 @@ def cmd_rules_push(args: argparse.Namespace) -> int:
     reason = args.reason or file_reason
     if not reason:
         raise UsageError("a reason is required: --reason R (or 'reason:' in the file)")
-    result = _client(args).call("POST", "/v1/rules", {"rules": rules, "reason": reason})
+    body: dict[str, Any] = {"rules": rules, "reason": reason}
+    if args.force:
+        body["force"] = True
+    result = _client(args).call("POST", "/v1/rules", body)
     print(f"pushed {len(result['ids'])} rules; policy version {result['version']}")
+    _print_checks(result, rules)
     return 0
+
+
+def _short(pattern: object, width: int = 40) -> str:
+    text = repr(pattern)
+    return text if len(text) <= width else text[: width - 4] + "...'"
+
+
+def _missed(rendering: str, where: list[str]) -> str:
+    """`leet (2 variants)`, `homoglyphs (greek)`, `invisibles (3 variants, on stream)`, from the answer's
+    `missed_on` entries ("greek on input", ...)."""
+    labels = list(dict.fromkeys(entry.rsplit(" on ", 1)[0] for entry in where))
+    sides = sorted({entry.rsplit(" on ", 1)[-1] for entry in where})
+    detail = labels[0] if len(labels) == 1 else f"{len(labels)} variants"
+    return f"{rendering} ({detail}{f', on {sides[0]}' if len(sides) == 1 else ''})"
+
+
+def _print_checks(result: dict[str, Any], rules: list[Any]) -> None:
+    """The push answer's evasion self-test, one line per rule (what it missed), and its benign-corpus
+    warnings and forced rules (docs/api.md, "Push-time safety net")."""
+    summary = result.get("self_test")
+    if not isinstance(summary, dict):
+        return  # a gateway from before the self-test
+    tested, total = summary["self_tested"], summary["rules"]
+    scope = f"all {total} rules" if tested == total else f"the first {tested} of {total} rules"
+    print(f"evasion self-test of {scope} ({', '.join(summary['renderings'])}):")
+    for check in result["checks"]:
+        index = check["index"]
+        rule = rules[index] if index < len(rules) and isinstance(rules[index], dict) else {}
+        name = f"  [{index}] {_short(rule.get('pattern'))}"
+        notes: list[str] = []
+        test = check.get("self_test")
+        if test is not None:
+            if test.get("note"):
+                notes.append(f"not tested: {test['note']}")
+            else:
+                missed = [_missed(r, test["missed_on"][r]) for r in test["missed"]]
+                notes.append(f"{test['score']} caught" + (f"; missed: {', '.join(missed)}" if missed else ""))
+        if "forced" in check:
+            notes.append(f"FORCED past the safety net ({check['forced'].replace('_', ' ')})")
+        if "benign" in check:
+            benign = check["benign"]
+            example = f", e.g. {benign['examples'][0]!r}" if benign["examples"] else ""
+            notes.append(f"hits {benign['documents']} benign documents{example}")
+        print(f"{name:<48} {'; '.join(notes)}")
 
 
 def cmd_rules_list(args: argparse.Namespace) -> int:

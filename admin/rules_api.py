@@ -11,9 +11,11 @@ from pydantic import TypeAdapter, ValidationError
 from admin.auth import Principal, requires
 from admin.context import CATEGORIES, INSIGHT, STAGE1_TTL, STORE
 from admin.errors import ApiError, ok, read_json
+from rules.benign import Refusal, benign_hits, literal_keys, refusals
 from rules.compile import RuleError, check_specs
 from rules.model import AuditEntry, Policy, Rule, RulePatch, RuleSpec, to_rules, utcnow
 from rules.roles import Role
+from rules.selftest import RENDERINGS, self_test
 from rules.store import NotFound
 from rules.watch import describe
 
@@ -21,6 +23,9 @@ _SPECS = TypeAdapter(list[RuleSpec])
 MAX_LIST = 100_000
 VALIDATE_SLICE = 2_000
 AUDITED_IDS = 1000
+SELF_TEST_LIMIT = 100  # rules self-tested per push (the first ones): 2-5 ms each
+REPORTED_EXTRA = 100  # rules past SELF_TEST_LIMIT listed because they hit benign text or were forced
+REFUSALS_NAMED = 20
 
 
 def _field_error(exc: ValidationError, offset: int = 0) -> ApiError:
@@ -44,9 +49,11 @@ def validate_push(
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ApiError(422, "invalid_rule", "reason: a non-empty reason is required", field="reason")
-    unknown = set(body) - {"rules", "reason"}
+    unknown = set(body) - {"rules", "reason", "force"}
     if unknown:
         raise ApiError(422, "invalid_rule", f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
+    if not isinstance(body.get("force", False), bool):
+        raise ApiError(422, "invalid_rule", "force: must be true or false", field="force", reason="not a boolean")
     specs: list[RuleSpec] = []
     try:
         # In slices, so that the GIL is released between them and the data plane keeps serving.
@@ -80,25 +87,93 @@ def validate_push(
     return built, reason.strip()
 
 
+def _refuse_existing_ids(policy: Policy, new_rules: list[Rule]) -> None:
+    existing = {rule.id for rule in policy.rules}
+    for index, rule in enumerate(new_rules):
+        if rule.id in existing:
+            raise ApiError(
+                422,
+                "invalid_rule",
+                f"rules[{index}].id: a rule with id {rule.id!r} exists",
+                index=index,
+                field="id",
+                reason="duplicate id",
+            )
+
+
+def _named(rules: list[Rule], index: int) -> str:
+    rule = rules[index]
+    pattern = rule.pattern if len(rule.pattern) <= 40 else rule.pattern[:37] + "..."
+    return f"rules[{index}] {pattern!r}" + (" (regex)" if rule.kind == "regex" else "")
+
+
+def _refused(rules: list[Rule], refused: list[Refusal]) -> ApiError:
+    first = refused[0]
+    message = f"{_named(rules, first.index)}: {first.check.replace('_', ' ')}: {first.reason}"
+    if first.hits is not None and first.hits.examples:
+        message += f", e.g. {first.hits.examples[0]!r}"
+    if len(refused) > 1:
+        others = ", ".join(_named(rules, r.index) for r in refused[1:4])
+        message += f"; {len(refused) - 1} more refused: {others}{', ...' if len(refused) > 4 else ''}"
+    message += '; push with "force": true (containment rules push --force) to override'
+    return ApiError(
+        422,
+        "invalid_rule",
+        message,
+        index=first.index,
+        field="pattern",
+        reason=first.reason,
+        check=first.check,
+        overridable=True,
+        benign=first.hits.as_json() if first.hits is not None else None,
+        refused=[{"index": r.index, "check": r.check, "reason": r.reason} for r in refused[:REFUSALS_NAMED]],
+        refused_count=len(refused),
+    )
+
+
+def safety_net(rules: list[Rule], force: bool) -> tuple[dict[str, object], list[int]]:
+    """The push-time safety net and the evasion self-test (docs/api.md, "Push-time safety net").
+    Refuses (422, the first refused rule named, up to REFUSALS_NAMED listed) unless `force`; returns the
+    answer's report and the indexes `force` let through."""
+    keys = literal_keys(rules)
+    found = benign_hits(rules, keys)
+    refused = refusals(rules, found, keys)
+    if refused and not force:
+        raise _refused(rules, refused)
+    forced = {r.index: r.check for r in refused}
+    listed = [i for i in sorted(set(found) | set(forced)) if i >= SELF_TEST_LIMIT][:REPORTED_EXTRA]
+    checks: list[dict[str, object]] = []
+    for index in [*range(min(len(rules), SELF_TEST_LIMIT)), *listed]:
+        entry: dict[str, object] = {"index": index, "id": rules[index].id}
+        if index < SELF_TEST_LIMIT:
+            entry["self_test"] = self_test(rules[index]).as_json()
+        if index in found:
+            entry["benign"] = found[index].as_json()
+        if index in forced:
+            entry["forced"] = forced[index]
+        checks.append(entry)
+    summary = {
+        "renderings": list(RENDERINGS),
+        "self_tested": min(len(rules), SELF_TEST_LIMIT),
+        "rules": len(rules),
+        "limit": SELF_TEST_LIMIT,
+        "benign_hits": len(found),
+        "forced": len(forced),
+    }
+    return {"self_test": summary, "checks": checks}, sorted(forced)
+
+
 @requires(Role.responder)
 async def push_rules(request: web.Request, principal: Principal) -> web.Response:
     body = await read_json(request)
     new_rules, reason = await asyncio.to_thread(
         validate_push, body, request.app[CATEGORIES], principal.name, request.app[STAGE1_TTL]
     )
+    _refuse_existing_ids(request.app[STORE].current(), new_rules)  # an invalid rule before an overridable one
+    report, forced = await asyncio.to_thread(safety_net, new_rules, body.get("force") is True)
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
-        existing = {rule.id for rule in policy.rules}
-        for index, rule in enumerate(new_rules):
-            if rule.id in existing:
-                raise ApiError(
-                    422,
-                    "invalid_rule",
-                    f"rules[{index}].id: a rule with id {rule.id!r} exists",
-                    index=index,
-                    field="id",
-                    reason="duplicate id",
-                )
+        _refuse_existing_ids(policy, new_rules)
         ids = [rule.id for rule in new_rules]
         incidents = sorted({r.incident_id for r in new_rules if r.incident_id})
         entry = AuditEntry(
@@ -110,12 +185,13 @@ async def push_rules(request: web.Request, principal: Principal) -> web.Response
             reason=reason,
             incident_id=incidents[0] if len(incidents) == 1 else None,
             contains=any(rule.action != "shadow" for rule in new_rules),
-            after={"count": len(ids), "ids": ids[:AUDITED_IDS], "ids_truncated": len(ids) > AUDITED_IDS},
+            after={"count": len(ids), "ids": ids[:AUDITED_IDS], "ids_truncated": len(ids) > AUDITED_IDS}
+            | ({"forced": [ids[i] for i in forced[:AUDITED_IDS]]} if forced else {}),
         )
         return policy.model_copy(update={"rules": policy.rules + tuple(new_rules)}), entry
 
     policy, _ = await request.app[STORE].update(mutate)
-    return ok({"version": policy.version, "ids": [rule.id for rule in new_rules]}, status=201)
+    return ok({"version": policy.version, "ids": [rule.id for rule in new_rules]} | report, status=201)
 
 
 def _matches(rule: Rule, filters: dict[str, str]) -> bool:

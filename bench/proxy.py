@@ -158,7 +158,8 @@ async def load_policy(admin_port: int, gw_port: int, literals: int, regexes: int
         for rule in rules:
             rule["stage"] = 2  # no default expiry needed here
         admin = f"http://127.0.0.1:{admin_port}"
-        await admin_call(session, "POST", f"{admin}/v1/rules", {"rules": rules, "reason": "bench"}, 201)
+        push = {"rules": rules, "reason": "bench", "force": True}  # made-up patterns: past the safety net
+        await admin_call(session, "POST", f"{admin}/v1/rules", push, 201)
         await admin_call(session, "PUT", f"{admin}/v1/access", ACCESS, 200)
         await admin_call(session, "PUT", f"{admin}/v1/ratelimits", LIMITS, 200)
 

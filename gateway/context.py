@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.formats import Derived, Location
 from gateway.routing import Route
 from rules.compile import CompiledPolicy, IPAddress
 
@@ -33,6 +34,9 @@ class RequestContext:
     texts: tuple[str, ...] = ()
     document: object | None = None
     raw_text: bool = False
+    content_type: str = ""  # the request's Content-Type, as sent
+    locations: tuple[Location, ...] = ()  # where each of `texts` stands in `document` (gateway/formats.py)
+    derived: tuple[Derived, ...] = ()  # texts scanned besides `texts`: the joined conversation, decoded JSON, forms
     stream: bool = False  # the request asked for a streamed answer
     body_override: bytes | None = None  # set when a filter rewrote the body (redaction)
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the answer (rate-limit headers)

@@ -78,7 +78,8 @@ class ProxyHandler:
             else:
                 async with asyncio.timeout(self._body_timeout):  # a slow or stalled upload must not hold a slot
                     body = await read_body(request, self._max_body)
-            extracted = extract(request.headers.get("Content-Type", ""), body)
+            content_type = request.headers.get("Content-Type", "")
+            extracted = extract(content_type, body)
             if extracted.document is not None:
                 check_shape(request.path, extracted.document)
         except TimeoutError:
@@ -112,6 +113,9 @@ class ProxyHandler:
             texts=extracted.texts,
             document=extracted.document,
             raw_text=extracted.raw_text,
+            content_type=content_type,
+            locations=extracted.locations,
+            derived=extracted.derived,
             stream=extracted.stream,
         )
         for request_filter in self._chain:

@@ -13,6 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.context import RequestContext
 from gateway.filters.output_scan import OutputInspector, StreamInspector
 from gateway.metrics import GatewayMetrics
+from gateway.output_formats import is_ndjson
 from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
 from gateway.server import HttpRequest, Response, StreamedAnswer
 from gateway.upstream import (
@@ -166,8 +167,10 @@ class UpstreamClient:
         try:
             self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
             content_type = upstream.headers.get("Content-Type", "").lower()
-            if inspector is not None and content_type.startswith("text/event-stream"):
-                await self._relay_stream(request, ctx, upstream, inspector)
+            # Streams are inspected event by event (NDJSON line by line), as they arrive.
+            ndjson = is_ndjson(content_type)
+            if inspector is not None and (ndjson or content_type.startswith("text/event-stream")):
+                await self._relay_stream(request, ctx, upstream, inspector, ndjson=ndjson)
                 return upstream.status, None
             if inspector is not None and _inspectable(content_type) and request.method != "HEAD":
                 return _sent(await self._relay_whole(ctx, upstream, inspector, content_type))
@@ -257,21 +260,23 @@ class UpstreamClient:
             log.exception("stream scan failed; cutting response %s", ctx.request_id)
             return stream.fail()
 
-    async def _aborted(self, answer: StreamedAnswer, ctx: RequestContext, upstream: Answer, *, sse: bool) -> None:
-        """The upstream failed mid-answer: count it, release it, and end an event stream with a terminal
-        error event so that clients stop waiting (another body is cut short: the connection closes
-        before it is complete, so the client sees it end early)."""
+    async def _aborted(
+        self, answer: StreamedAnswer, ctx: RequestContext, upstream: Answer, *, sse: bool, ndjson: bool = False
+    ) -> None:
+        """The upstream failed mid-answer: count it, release it, and end an event stream (or an inspected
+        NDJSON stream) with a terminal error event so that clients stop waiting (another body is cut
+        short: the connection closes before it is complete, so the client sees it end early)."""
         self._metrics.upstream_errors.labels(ctx.route.name, "stream_aborted").inc()
         upstream.close()
-        if sse:
+        if sse or ndjson:
             with contextlib.suppress(ConnectionResetError):
-                await answer.write(STREAM_ABORTED)
+                await answer.write(NDJSON_ABORTED if ndjson else STREAM_ABORTED)
                 await answer.end()
 
     async def _relay_stream(
-        self, request: HttpRequest, ctx: RequestContext, upstream: Answer, inspector: OutputInspector
+        self, request: HttpRequest, ctx: RequestContext, upstream: Answer, inspector: OutputInspector, *, ndjson: bool
     ) -> None:
-        stream = inspector.stream()
+        stream = inspector.stream(ndjson=ndjson)
         answer = request.stream(
             upstream.status,
             self._response_headers(upstream, ctx, plain=True),
@@ -292,7 +297,7 @@ class UpstreamClient:
                     await answer.write(out)
             await answer.end()
         except UpstreamFailed:
-            await self._aborted(answer, ctx, upstream, sse=True)
+            await self._aborted(answer, ctx, upstream, sse=not ndjson, ndjson=ndjson)
         except ConnectionResetError:
             upstream.close()  # the client left or stopped reading: stop the upstream's answer
         except asyncio.CancelledError:
@@ -303,6 +308,10 @@ class UpstreamClient:
 STREAM_ABORTED = (
     b'data: {"error": {"type": "upstream_error", "code": "upstream_stream_aborted", '
     b'"message": "The model endpoint failed mid-answer."}}\n\ndata: [DONE]\n\n'
+)
+# Ollama reports an error mid-stream as a line with an `error` string.
+NDJSON_ABORTED = (
+    b'{"error":"The model endpoint failed mid-answer.","done":true,"done_reason":"upstream_stream_aborted"}\n'
 )
 
 

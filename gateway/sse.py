@@ -1,4 +1,4 @@
-"""An incremental server-sent-events parser.
+"""An incremental server-sent-events parser (and a newline-delimited JSON one).
 
 Bytes go in as they arrive; complete events come out. Framing happens on bytes (line terminators are
 ASCII, so they never split a multi-byte UTF-8 character), and an event's fields are decoded only once
@@ -88,3 +88,27 @@ class SSEParser:
         """The stream ended: whatever is left is a final, unterminated event (or nothing)."""
         rest, self._buffer = self._buffer, b""
         return parse_event(rest) if rest.strip() else None
+
+
+class NDJSONParser:
+    """Newline-delimited JSON (Ollama's streams): each complete line is one event, its `data` the line."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = b""
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > self._max:
+            raise SSEError(f"a line exceeded {self._max} bytes")
+        return [_line(line + b"\n") for line in lines]
+
+    def close(self) -> Event | None:
+        rest, self._buffer = self._buffer, b""
+        return _line(rest) if rest.strip() else None
+
+
+def _line(raw: bytes) -> Event:
+    return Event(raw, "", raw.decode("utf-8", "replace").strip())

@@ -37,6 +37,7 @@ COMPILED = (
     "gateway.filters.scope",
     "gateway.formats",
     "gateway.handler",
+    "gateway.json_escapes",
     "gateway.metrics",
     "gateway.output_formats",
     "gateway.proxy",

@@ -132,10 +132,11 @@ class Stack:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.02)
 
-    async def push(self, *rules: dict[str, Any], token: str = RESPONDER) -> dict[str, Any]:
-        response = await self.admin.post(
-            "/v1/rules", json={"rules": list(rules), "reason": "test"}, headers=auth(token)
-        )
+    async def push(self, *rules: dict[str, Any], token: str = RESPONDER, force: bool = True) -> dict[str, Any]:
+        # Forced by default: tests push short made-up patterns ("x") that the push-time safety net would
+        # refuse; the net itself is tested in tests/admin/test_push_safety.py.
+        body = {"rules": list(rules), "reason": "test", "force": force}
+        response = await self.admin.post("/v1/rules", json=body, headers=auth(token))
         assert response.status == 201, await response.text()
         result: dict[str, Any] = await response.json()
         return result

@@ -1,11 +1,14 @@
 """Output scan: matches the model's answer against the snapshot's output rules before it reaches the client.
 
 Runs on the upstream's response. Non-streaming JSON/text answers are read whole: a `block` hit empties
-the matching choice and sets `finish_reason: "content_filter"` (per shape, see gateway.output_formats);
-`redact` replaces the span. Event streams are inspected event by event: no event that completes a
-blocked match is sent; the stream ends with a content-filter event and `[DONE]`, and the upstream is
-closed. Redaction in streams holds back only as much text as the longest redact pattern needs. Fails
-closed: an internal error cuts the stream (or answers 503 for a buffered answer).
+the matching choice (its tool calls and reasoning too) and sets `finish_reason: "content_filter"` (per
+shape, see gateway.output_formats); `redact` replaces the span. Tool arguments are also checked with
+their JSON string escapes decoded (a hit there that cannot be written back blocks). Event streams and
+NDJSON streams are inspected event by event, one scanner per choice and text field, tool call (raw and
+decoded, see gateway.json_escapes), content block or output part: no event that completes a blocked
+match is sent; the stream ends with its shape's content-filter event, and the upstream is closed.
+Redaction in streams holds back only as much text as the longest redact pattern needs. Fails closed:
+an internal error cuts the stream (or answers 503 for a buffered answer).
 """
 
 from __future__ import annotations
@@ -16,19 +19,25 @@ import orjson
 
 from gateway.context import RequestContext
 from gateway.filters.scope import applies
+from gateway.json_escapes import ArgumentScanner, decode_escapes
 from gateway.metrics import GatewayMetrics
 from gateway.output_formats import (
+    JsonPath,
+    Section,
     StreamPiece,
     block_section,
     classify,
+    classify_line,
     cut_events,
+    encode,
     encode_event,
+    rewrite,
     sections,
     strings_of,
     strip_text,
     text_event,
 )
-from gateway.sse import Event, SSEParser
+from gateway.sse import Event, NDJSONParser, SSEParser
 from rules.match import Hit, Matcher
 from rules.model import Rule
 from rules.normalize import TextView
@@ -108,24 +117,44 @@ class OutputInspector:
         changed = False
         for section in sections(document):
             updates: list[tuple[Any, Any, str]] = []
+            blocked = False
             for container, key in section.slots:
                 blocked, redacted = self._scan(container[key], collect=collect)
                 if blocked:
-                    block_section(section)
-                    self.action = "block"
-                    changed = True
-                    updates = []
                     break
                 if redacted is not None:
                     updates.append((container, key, redacted))
-            for container, key, redacted in updates:
-                container[key] = redacted
-                self.action = self.action or "redact"
+            if not blocked:
+                for container, key, redacted in updates:
+                    container[key] = redacted
+                    self.action = self.action or "redact"
+                    changed = True
+                blocked = self._hidden(section)
+            if blocked:
+                block_section(section)
+                self.action = "block"
                 changed = True
         return document if changed else None
 
-    def stream(self) -> StreamInspector:
-        return StreamInspector(self)
+    def _hidden(self, section: Section) -> bool:
+        """Whether tool arguments, decoded, or tool input keys hold a match: these cannot be rewritten,
+        so a redact hit blocks too (after the raw arguments' own redaction was applied)."""
+        texts = [decode_escapes(container[key]) for container, key in section.arguments]
+        texts = [
+            text for text, (container, key) in zip(texts, section.arguments, strict=True) if text != container[key]
+        ]
+        if section.keys:
+            texts.append("\n".join(section.keys))
+        for text in texts:
+            view = TextView(text)
+            hits = list(self._matcher.scan(view, self.accept))
+            self._count(hits)
+            if any(hit.rule.action != "shadow" for hit in hits):
+                return True
+        return False
+
+    def stream(self, *, ndjson: bool = False) -> StreamInspector:
+        return StreamInspector(self, ndjson=ndjson)
 
     def scanner(self) -> StreamScanner:
         return StreamScanner(self._matcher, self.accept, REDACTION)
@@ -135,23 +164,32 @@ class OutputInspector:
 
 
 class StreamInspector:
-    """Per-stream state: the SSE parser, one scanner per choice or content block, held raw events."""
+    """Per-stream state: the SSE (or NDJSON) parser, one scanner per choice and text field, tool call,
+    content block or output part, and held raw events."""
 
-    def __init__(self, owner: OutputInspector) -> None:
+    def __init__(self, owner: OutputInspector, *, ndjson: bool = False) -> None:
         self._owner = owner
-        self._parser = SSEParser()
-        self._scanners: dict[str, StreamScanner] = {}
-        self._templates: dict[str, tuple[dict[str, Any], str]] = {}
+        self._ndjson = ndjson
+        self._parser: SSEParser | NDJSONParser = NDJSONParser() if ndjson else SSEParser()
+        self._scanners: dict[str, StreamScanner | ArgumentScanner] = {}
+        self._templates: dict[str, tuple[dict[str, Any], str, JsonPath]] = {}
         self._held_raw: list[bytes] = []  # events of unknown shape, waiting for their text to be decided
-        self._last_shape = "raw"
+        self._last_shape = "ollama" if ndjson else "raw"
         self._last_document: dict[str, Any] | None = None
         self.cut = False
 
-    def _scanner(self, key: str) -> StreamScanner:
+    def _scanner(self, key: str) -> StreamScanner | ArgumentScanner:
         scanner = self._scanners.get(key)
         if scanner is None:
-            scanner = self._scanners[key] = self._owner.scanner()
+            if key.endswith("/args"):
+                scanner = ArgumentScanner(self._owner.scanner(), self._owner.scanner())
+            else:
+                scanner = self._owner.scanner()
+            self._scanners[key] = scanner
         return scanner
+
+    def _classify(self, event: Event) -> StreamPiece:
+        return classify_line(event) if self._ndjson else classify(event)
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to send for this upstream chunk; after a cut, the closing events (then nothing)."""
@@ -159,7 +197,7 @@ class StreamInspector:
             return b""
         out: list[bytes] = []
         for event in self._parser.feed(chunk):
-            out.append(self._event(classify(event), event))
+            out.append(self._event(self._classify(event), event))
             if self.cut:
                 break
         return b"".join(out)
@@ -171,7 +209,7 @@ class StreamInspector:
         out: list[bytes] = []
         last = self._parser.close()
         if last is not None:
-            out.append(self._event(classify(last), last))
+            out.append(self._event(self._classify(last), last))
         if not self.cut:
             out.append(self._finish(list(self._scanners)))
         if not self.cut:
@@ -182,44 +220,85 @@ class StreamInspector:
     def fail(self) -> bytes:
         """An internal error: end the stream as if blocked (fail closed)."""
         self.cut = True
-        return cut_events(self._last_document, self._last_shape, "choice:0")
+        return self._cut_events(self._last_document, self._last_shape, "choice:0")
 
     def _event(self, piece: StreamPiece, event: Event) -> bytes:
         if piece.document is not None:
             self._last_document, self._last_shape = piece.document, piece.shape
         if piece.shape in ("raw", "other"):
             return self._opaque(piece, event)
+        # Opaque events held so far go first, so that events keep their order.
+        held = b"".join(self._held_raw) if self._held_raw else b""
+        self._held_raw = []
+        for key, text in piece.checks or ():
+            if self._check(key, text):
+                return held + self._cut(piece, key)
         if piece.shape == "responses" and not piece.texts:
-            return self._finish_then(piece, self._whole_event(piece, event))
-        out: list[bytes] = []
-        changed = len(piece.texts) > 1
-        for key, text in piece.texts:
+            return held + self._finish_then(piece, self._whole_event(piece, event))
+        emitted: list[tuple[JsonPath, str]] = []
+        changed = False
+        for key, text, path in piece.texts:
             self._owner.saw(text)
             emission = self._scanner(key).feed(text)
             self._owner.count(emission.hits)
             if emission.blocked is not None:
-                return self._cut(piece, key)
+                return held + self._cut(piece, key)
             assert piece.document is not None
-            self._templates[key] = (piece.document, piece.shape)
+            self._templates[key] = (piece.document, piece.shape, path)
             if emission.text != text:
                 changed = True
-                self._owner.action = self._owner.action or "redact"
-            if emission.text and (changed or len(piece.texts) > 1):
-                out.append(text_event(piece.document, piece.shape, key, emission.text))
+                if any(hit.rule.action == "redact" for hit in emission.hits):
+                    self._owner.action = self._owner.action or "redact"
+            emitted.append((path, emission.text))
         if not changed:
-            return self._finish_then(piece, event.raw)
-        tail = strip_text(piece.document, piece.shape) if piece.ends or piece.ends_all else b""
-        return b"".join(out) + self._finish_then(piece, tail)
+            return held + self._finish_then(piece, event.raw)
+        assert piece.document is not None
+        ending = bool(piece.ends or piece.ends_all)
+        body = self._rewritten(piece.document, piece.shape, emitted, ending)
+        tail = strip_text(piece.document, piece.shape) if ending else b""
+        return held + body + self._finish_then(piece, tail)
+
+    def _rewritten(
+        self, document: dict[str, Any], shape: str, emitted: list[tuple[JsonPath, str]], ending: bool
+    ) -> bytes:
+        """The event with each text replaced by what may be sent of it. An event that ends its part
+        loses its ending here: the ending follows the text its scanners still release."""
+        if shape not in ("chat", "completion") and not any(text for _, text in emitted):
+            return b""  # a delta event whose text is all held: nothing to send yet
+        if shape == "ollama" and ending and not any(text for _, text in emitted):
+            return b""
+        copy = rewrite(document, emitted)
+        if ending and shape in ("chat", "completion"):
+            copy.pop("usage", None)
+            for choice in copy.get("choices") or []:
+                if isinstance(choice, dict):
+                    choice["finish_reason"] = None
+        elif ending and shape == "ollama":
+            copy = {k: v for k, v in copy.items() if k in ("model", "created_at", "message", "response", "thinking")}
+            copy["done"] = False
+        return encode(copy, shape)
+
+    def _check(self, key: str, text: str) -> bool:
+        """Scan text that cannot be rewritten: whether it must cut the stream (a block, or a redaction
+        that could not be applied)."""
+        self._owner.saw(text)
+        emission = self._scanner(key).feed(text)
+        self._owner.count(emission.hits)
+        return emission.blocked is not None or any(hit.rule.action == "redact" for hit in emission.hits)
 
     def _finish_then(self, piece: StreamPiece, raw: bytes) -> bytes:
         if not piece.ends and not piece.ends_all:
             return raw  # nothing ends here (most events)
-        closing = self._finish(list(self._scanners) if piece.ends_all else piece.ends)
+        if piece.ends_all:
+            keys = list(self._scanners)
+        else:
+            keys = [k for k in self._scanners if any(k == end or k.startswith(end + "/") for end in piece.ends)]
+        closing = self._finish(keys)
         return closing if self.cut else closing + raw
 
     def _whole_event(self, piece: StreamPiece, event: Event) -> bytes:
-        """A non-delta event that repeats the full text (`response.output_text.done`, `.completed`):
-        scanned as a document, so that a redaction applied to the deltas is applied here too."""
+        """A non-delta event that repeats text (`response.output_text.done`, `.output_item.done`,
+        `.completed`): scanned as a document, so that a redaction applied to the deltas is applied here too."""
         if piece.document is None:
             return event.raw
         before = self._owner.action
@@ -231,8 +310,9 @@ class StreamInspector:
         return encode_event(piece.document, event.event)
 
     def _opaque(self, piece: StreamPiece, event: Event) -> bytes:
-        """Shapes that cannot be rewritten: their text is scanned across events for blocks, and the
-        raw events are held while that scan is undecided (redaction cannot be applied to them)."""
+        """Shapes that cannot be rewritten: their text (every string of a JSON event) is scanned across
+        events for blocks, and the raw events are held while that scan is undecided (redaction cannot
+        be applied to them)."""
         scanner = self._scanner("raw")
         text = event.data if piece.document is None else "\n".join(strings_of(piece.document))
         if text:
@@ -259,8 +339,8 @@ class StreamInspector:
             if emission.blocked is not None:
                 return self._cut(None, key)
             if emission.text and key in self._templates:
-                document, shape = self._templates[key]
-                out.append(text_event(document, shape, key, emission.text))
+                document, shape, path = self._templates[key]
+                out.append(text_event(document, shape, key, emission.text, path))
         return b"".join(out)
 
     def _cut(self, piece: StreamPiece | None, key: str) -> bytes:
@@ -268,4 +348,7 @@ class StreamInspector:
         self._owner.action = "block"
         shape = piece.shape if piece is not None else self._last_shape
         document = piece.document if piece is not None and piece.document is not None else self._last_document
-        return cut_events(document, shape, key)
+        return self._cut_events(document, shape, key)
+
+    def _cut_events(self, document: dict[str, Any] | None, shape: str, key: str) -> bytes:
+        return cut_events(document, "ollama" if self._ndjson else shape, key)

@@ -34,7 +34,7 @@ async def test_token_in_query_string_is_not_accepted(stack: Stack) -> None:
 @pytest.mark.parametrize(
     "method,path,body,allowed",
     [
-        ("POST", "/v1/rules", {"rules": [{"pattern": "x"}], "reason": "r"}, {RESPONDER, COMMANDER}),
+        ("POST", "/v1/rules", {"rules": [{"pattern": "x"}], "reason": "r", "force": True}, {RESPONDER, COMMANDER}),
         ("PUT", "/v1/killswitches/global", {"engaged": False, "reason": "r"}, {COMMANDER}),
         ("GET", "/v1/rules", None, {VIEWER, RESPONDER, COMMANDER}),
         ("GET", "/v1/audit", None, {VIEWER, RESPONDER, COMMANDER}),

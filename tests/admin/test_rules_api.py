@@ -22,6 +22,7 @@ async def test_push_returns_version_and_ids_and_records_provenance(stack: Stack)
                 {"pattern": "beta", "kind": "literal", "severity": "critical", "stage": 2},
             ],
             "reason": "first containment",
+            "force": True,  # made-up patterns: "alpha" is in ordinary text (the safety net's own tests cover it)
         },
     )
     assert response.status == 201

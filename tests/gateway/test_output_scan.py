@@ -67,7 +67,7 @@ async def test_stream_is_cut_before_the_completing_chunk(stack: Stack) -> None:
     assert final["choices"][0]["finish_reason"] == "content_filter"
     sent = _delta_text(events)
     assert "nerve agent" not in sent
-    assert sent.startswith("Sure. First you obtain the nerve ag")  # chunks before the completing one
+    assert sent == "Sure. First you obtain the "  # held back from "ner…": the client got none of the phrase
     assert "precursor" not in sent
 
 
@@ -160,7 +160,7 @@ async def test_anthropic_stream_is_cut(aiohttp_server: Any, make_stack: StackFac
     stack = await make_stack(upstream=str(server.make_url("")))
     await stack.push({"pattern": "nerve agent", "applies_to": "output"})
     body = await (await stack.gateway.post("/v1/messages", json={"model": "claude", "stream": True})).text()
-    assert "Here is the ner" in body
+    assert "Here is the " in body and "Here is the ner" not in body  # "ner…" was held back
     assert "ve agent rec" not in body
     assert '"stop_reason":"refusal"' in body and "message_stop" in body
 
@@ -182,7 +182,7 @@ async def test_responses_api_stream_is_cut(aiohttp_server: Any, make_stack: Stac
     stack = await make_stack(upstream=str(server.make_url("")))
     await stack.push({"pattern": "nerve agent", "applies_to": "output"})
     body = await (await stack.gateway.post("/v1/responses", json={"model": "m", "stream": True})).text()
-    assert "Here is the ner" in body
+    assert "Here is the " in body and "Here is the ner" not in body  # "ner…" was held back
     assert "ve agent rec" not in body and "response.completed" not in body
     assert '"incomplete_details":{"reason":"content_filter"}' in body and "event: response.incomplete" in body
 

@@ -751,6 +751,7 @@ def extracted_texts(extracted: object) -> list[str]:
             found.append(value)
         elif isinstance(value, (tuple, list)):
             found.extend(v for v in value if isinstance(v, str))
+            found.extend(v.text for v in value if isinstance(getattr(v, "text", None), str))  # Derived texts
     return found
 
 
