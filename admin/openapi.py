@@ -38,7 +38,11 @@ def _push() -> dict[str, Any]:
         "type": "object",
         "required": ["rules", "reason"],
         "additionalProperties": False,
-        "properties": {"rules": rules, "reason": {"type": "string", "minLength": 1}},
+        "properties": {
+            "rules": rules,
+            "reason": {"type": "string", "minLength": 1},
+            "force": {"type": "boolean", "description": "push past the safety net's overridable refusals"},
+        },
     }
 
 

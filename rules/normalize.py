@@ -277,8 +277,17 @@ def _spaced_letter(text: str, index: int, symbols_are_letters: bool) -> bool:
 _DIGITS = "0123456789"
 
 
+_CHAR_SETS: dict[str, frozenset[str]] = {}
+
+
 def _has_any(text: str, chars: str) -> bool:
-    """`in` per character (a C substring search each) is several times faster than a regex class."""
+    """Whether `text` holds one of `chars`: for a short text one C pass over it, for a long one a C
+    substring search per character (both several times faster than a regex class)."""
+    if len(text) < 256:
+        found = _CHAR_SETS.get(chars)
+        if found is None:
+            found = _CHAR_SETS[chars] = frozenset(chars)
+        return not found.isdisjoint(text)
     return any(char in text for char in chars)
 
 

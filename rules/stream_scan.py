@@ -52,6 +52,7 @@ class StreamScanner:
         self._regex_hold = REGEX_REDACT_HOLD if matcher.has_regex_redact else 0
         self._window = ""  # original text from absolute index `_base`: sent context, then pending
         self._base = 0
+        self._literal_start = 0  # absolute: where the (shorter) window literals are matched in starts
         self._sent = 0  # absolute index up to which text has been sent
         self._received = 0
         self._redactions: list[tuple[int, int]] = []
@@ -79,12 +80,16 @@ class StreamScanner:
 
     def _step(self, *, finished: bool) -> Emission:
         emission = Emission()
-        view = TextView(self._window)
         hold = self._received
+        literal_view: TextView | None = None
         if self._literals:
-            hold = min(hold, self._scan_literals(view, emission, finished))
+            # Literals need only the last `_keep` folded characters of what was sent: a shorter window
+            # than the regexes' (see _trim).
+            offset = self._literal_start - self._base
+            literal_view = TextView(self._window[offset:] if offset else self._window)
+            hold = min(hold, self._scan_literals(literal_view, emission, finished))
         if self._matcher.has_regex and emission.blocked is None:
-            hold = min(hold, self._scan_regexes(view, emission, finished))
+            hold = min(hold, self._scan_regexes(TextView(self._window), emission, finished))
         if emission.blocked is not None:
             self.blocked = emission.blocked
             self._window = ""
@@ -94,7 +99,7 @@ class StreamScanner:
             if self._regex_hold:
                 hold = min(hold, self._received - self._regex_hold)
         emission.text = self._release(self._safe_end(max(hold, self._sent)))
-        self._trim(view)
+        self._trim(literal_view)
         return emission
 
     def _consider(self, hit: Hit, start: int, end: int, emission: Emission) -> None:
@@ -111,8 +116,11 @@ class StreamScanner:
             self._redactions.append((max(start, self._sent), end))
 
     def _scan_literals(self, view: TextView, emission: Emission, finished: bool) -> int:
-        """Judge the literal hits of every compact view; the absolute index from which to hold."""
+        """Judge the literal hits of every compact view of the literal window; the absolute index from
+        which to hold."""
         hold = self._received
+        origin = self._literal_start
+        settled = self._stable_point() - origin
         views: list[tuple[ViewKind, str]] = [("compact", view.compact), *view.extra_views()]
         for kind, text in views:
             undecided: list[int] | None = None if finished else []
@@ -120,34 +128,37 @@ class StreamScanner:
             for hit in self._matcher.scan_literals(view, kind, text, self._accept, undecided):
                 detail = detail or view.detail(kind)
                 start, end = detail.original_span(hit.start, hit.end)
-                self._consider(hit, self._base + start, self._base + end, emission)
+                self._consider(hit, origin + start, origin + end, emission)
                 if emission.blocked is not None:
                     return hold
             if finished or not text:
                 continue
             detail = detail or view.detail(kind)
             for start in undecided or ():
-                hold = min(hold, self._base + detail.original_span(start, start + 1)[0])
-            hold = min(hold, self._prefix(kind, text, detail))
+                hold = min(hold, origin + detail.original_span(start, start + 1)[0])
+            hold = min(hold, self._prefix(kind, text, detail, settled))
         return hold
 
-    def _prefix(self, kind: str, text: str, detail: CompactDetail) -> int:
+    def _prefix(self, kind: str, text: str, detail: CompactDetail, settled_at: int) -> int:
         """Where the longest end of the folded text that could begin a literal starts (absolute), or the
         end of what was received. Searched from where the last search stopped: a start that cannot begin
-        a literal in text whose folding is settled cannot once more text follows it."""
+        a literal in text whose folding is settled (before `settled_at`, relative) cannot once more text
+        follows it."""
         n = len(text)
-        settled = detail.index_of(self._stable_point() - self._base)
-        first = max(n - self._keep + 1, 0, detail.index_of(max(self._resume.get(kind, 0) - self._base, 0)))
+        origin = self._literal_start
+        settled = detail.index_of(max(settled_at, 0))
+        first = max(n - self._keep + 1, 0, detail.index_of(max(self._resume.get(kind, 0) - origin, 0)))
         resume = -1
+        is_prefix = self._matcher.is_prefix
         for start in range(first, n):
-            if start < settled and not self._matcher.is_prefix(text[start:settled]):
+            if start < settled and not is_prefix(text[start:settled]):
                 continue  # refused on settled text: for good
             if resume < 0:
                 resume = start
-            if self._matcher.is_prefix(text[start:]):
-                self._resume[kind] = self._base + detail.original_span(resume, resume + 1)[0]
-                return self._base + detail.original_span(start, start + 1)[0]
-        self._resume[kind] = self._received if resume < 0 else self._base + detail.original_span(resume, resume + 1)[0]
+            if is_prefix(text[start:]):
+                self._resume[kind] = origin + detail.original_span(resume, resume + 1)[0]
+                return origin + detail.original_span(start, start + 1)[0]
+        self._resume[kind] = self._received if resume < 0 else origin + detail.original_span(resume, resume + 1)[0]
         return self._received
 
     def _stable_point(self) -> int:
@@ -235,31 +246,41 @@ class StreamScanner:
         self._sent = end
         return "".join(out)
 
-    def _trim(self, view: TextView) -> None:
-        """Drop sent text no later match can need: keep `_keep` folded characters of it in every compact
-        view (and REGEX_WINDOW in the light view), starting at a token's start."""
-        sent = self._sent - self._base
-        if sent <= self._keep:
-            return
-        cut = sent
-        if self._literals:
-            kinds: list[ViewKind] = ["compact", *(kind for kind, _ in view.extra_views())]
-            for kind in kinds:
-                detail = view.detail(kind)
-                index = detail.index_of(sent) - self._keep
-                cut = min(cut, detail.original_span(index, index + 1)[0] if index > 0 else 0)
+    def _trim(self, literal_view: TextView | None) -> None:
+        """Drop sent text no later match can need: the literal window keeps `_keep` folded characters of
+        it in every compact view, the whole window REGEX_WINDOW folded characters in the light view; each
+        starts at a token's start."""
+        window = self._window
+        if literal_view is not None:
+            sent = self._sent - self._literal_start
+            if sent > self._keep:
+                cut = sent
+                kinds: list[ViewKind] = ["compact", *(kind for kind, _ in literal_view.extra_views())]
+                for kind in kinds:
+                    detail = literal_view.detail(kind)
+                    index = detail.index_of(sent) - self._keep
+                    cut = min(cut, detail.original_span(index, index + 1)[0] if index > 0 else 0)
+                self._literal_start = self._token_start(self._literal_start + cut)
+        cut = self._literal_start if self._literals else self._sent
         if self._matcher.has_regex:
-            if self._window.isascii():  # the light view is the text, lower-cased
-                cut = min(cut, max(sent - REGEX_WINDOW, 0))
+            sent = self._sent - self._base
+            if window.isascii():  # the light view is the text, lower-cased
+                regex_cut = max(sent - REGEX_WINDOW, 0)
             else:
-                index = view.light_detail.index_of(sent) - REGEX_WINDOW
-                cut = min(cut, view.light_detail.original_span(index, index + 1)[0] if index > 0 else 0)
-        floor = max(cut - _TOKEN_SEARCH, 0)
-        while cut > floor and not self._window[cut - 1].isspace():
-            cut -= 1
-        if cut <= 0:
-            return
-        self._window = self._window[cut:]
-        self._base += cut
+                light = TextView(window).light_detail
+                index = light.index_of(sent) - REGEX_WINDOW
+                regex_cut = light.original_span(index, index + 1)[0] if index > 0 else 0
+            cut = min(cut, self._token_start(self._base + regex_cut))
+        if cut - self._base > 0:
+            self._window = window[cut - self._base :]
+            self._base = cut
         if self._seen:
             self._seen = {key for key in self._seen if key[2] > self._sent}
+
+    def _token_start(self, position: int) -> int:
+        """`position` (absolute) moved back to just after a space, by at most _TOKEN_SEARCH characters."""
+        index = position - self._base
+        floor = max(index - _TOKEN_SEARCH, 0)
+        while index > floor and not self._window[index - 1].isspace():
+            index -= 1
+        return self._base + index
