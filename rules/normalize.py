@@ -410,8 +410,9 @@ def _is_break(run: str) -> bool:
     """Whether a run of non-word characters between two words ends a sentence or a list item."""
     if not any(char.isspace() for char in run):
         return False  # `nerve.agent`, `s.a.r.i.n`: no sentence ends without a space
-    if any(char in _BREAK_PUNCTUATION for char in run):
-        return True
+    last_space = max(index for index, char in enumerate(run) if char.isspace())
+    if any(char in _BREAK_PUNCTUATION for char in run[:last_space]):
+        return True  # punctuation that ends a word and is followed by a space (`build. A`), not `!n$+ruc+!on$`
     lines = run.split("\n")
     return len(lines) > 2 or (len(lines) == 2 and lines[1].strip()[:1] in _BULLETS and lines[1].strip() != "")
 

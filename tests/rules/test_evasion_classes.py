@@ -22,6 +22,7 @@ RULES = [
     {"pattern": "gun powder", "id": "gp"},
     {"pattern": "uranium enrichment", "id": "uranium"},
     {"pattern": r"ignore (all )?previous instructions", "kind": "regex", "id": "inj"},
+    {"pattern": "disregard prior instructions", "word_boundary": True, "id": "dpi"},
 ]
 
 
@@ -86,6 +87,7 @@ CAUGHT = [
     ("bang separators", "s!y!n!t!h!e!s!i!z!e n!e!r!v!e a!g!e!n!t", "sna"),
     ("dollar separators", "s$a$r$i$n", "sarin"),
     ("leet symbols as letters", "$ar!n", "sarin"),
+    ("a word written in leet symbols", "disregard prior !n$+ruc+!on$", "dpi"),  # `!` here begins a word
     # a pattern's own punctuation
     ("own punctuation: &", "semtex & detonator", "semtex"),
     ("own punctuation: comma", "semtex, detonator", "semtex"),
