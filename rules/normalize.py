@@ -529,8 +529,9 @@ class AsciiDetail:
     kept characters (a C-speed translate, then counting), instead of building `compact_detail`'s
     per-character maps; same answers."""
 
-    __slots__ = ("text", "_original", "_mask", "_blocks", "_symbols")
+    __slots__ = ("text", "_original", "_mask", "_blocks", "_symbols", "_positions")
     BLOCK = 256
+    SHORT = 512  # texts up to this long (a stream's window) list their kept positions once instead
 
     def __init__(self, original: str, symbols: bool = True) -> None:
         self._original = original
@@ -544,6 +545,13 @@ class AsciiDetail:
             self.text = original.translate(table)
             self._mask = original.translate(_ASCII_MASKS[symbols])  # "k" kept, "s" separator
         self._blocks: list[int] | None = None  # kept characters before each BLOCK-sized block
+        self._positions: list[int] | None = None  # short texts: the original index of each view character
+
+    def _short(self) -> list[int] | None:
+        if self._positions is None and len(self._mask) <= self.SHORT:
+            mask = self._mask
+            self._positions = [index for index in range(len(mask)) if mask[index] == "k"]
+        return self._positions
 
     def _block_counts(self) -> list[int]:
         if self._blocks is None:
@@ -556,6 +564,9 @@ class AsciiDetail:
 
     def _origin(self, index: int) -> int:
         """Original index of view character `index`: the (index+1)-th kept character."""
+        positions = self._short()
+        if positions is not None:
+            return positions[index]
         blocks = self._block_counts()
         block = bisect.bisect_right(blocks, index) - 1
         before = blocks[block]
@@ -570,6 +581,9 @@ class AsciiDetail:
         return low
 
     def index_of(self, original: int) -> int:
+        positions = self._short()
+        if positions is not None:
+            return bisect.bisect_left(positions, original)
         blocks = self._block_counts()
         block = min(original // self.BLOCK, len(blocks) - 1) if blocks else 0
         if not blocks:
