@@ -18,7 +18,7 @@ from admin import (
     variants_api,
 )
 from admin.auth import AUTHENTICATOR, Authenticator
-from admin.context import CATEGORIES, ENFORCEMENT, INSIGHT, STAGE1_TTL, STORE, Enforcement, Insight
+from admin.context import CATEGORIES, ENFORCEMENT, INSIGHT, KNOWN, STAGE1_TTL, STORE, Enforcement, Insight, Known
 from admin.errors import json_errors
 from rules.roles import AdminToken
 from rules.store import PolicyStore
@@ -39,6 +39,7 @@ def build_admin_app(
     enforcement: Callable[[], Enforcement | None] = _no_enforcement,
     stage1_default_ttl: int = 0,
     insight: Insight,
+    known: Known | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_ADMIN_BODY)
     app[STORE] = store
@@ -47,6 +48,7 @@ def build_admin_app(
     app[ENFORCEMENT] = enforcement
     app[STAGE1_TTL] = stage1_default_ttl
     app[INSIGHT] = insight
+    app[KNOWN] = known  # the config's routes and tenants, which scopes may name (admin/scopes.py)
     app[policy_api.REGISTRY] = registry
     variants_api.add_routes(app)  # before rules_api: /v1/rules/simulate is not a rule id
     policy_api.add_routes(app)

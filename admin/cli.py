@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--reason", required=True)
     delete = client_command(rules, "delete", "delete one rule", commands_.cmd_rules_delete)
     delete.add_argument("rule_id")
-    delete.add_argument("--reason")
+    delete.add_argument("--reason", required=True)
 
     kill = client_command(commands, "kill", "engage or release a kill switch", commands_.cmd_kill)
     kill.add_argument("action", choices=("engage", "release"))

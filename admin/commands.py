@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.admin, os.environ.get("CONTAINMENT_TOKEN"))
 
 
+def _print_warnings(result: dict[str, Any]) -> None:
+    """What the API accepted but flagged (a model no route lists, an expiry already past), on stderr."""
+    for warning in result.get("warnings") or ():
+        print(f"containment: warning: {warning}", file=sys.stderr)
+
+
 def _load_rule_file(path: Path) -> tuple[list[Any], str | None]:
     document = _load_yaml(path)
     if isinstance(document, list):
@@ -54,6 +61,7 @@ def cmd_rules_push(args: argparse.Namespace) -> int:
         body["force"] = True
     result = _client(args).call("POST", "/v1/rules", body)
     print(f"pushed {len(result['ids'])} rules; policy version {result['version']}")
+    _print_warnings(result)
     _print_checks(result, rules)
     return 0
 
@@ -121,8 +129,9 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_delete(args: argparse.Namespace) -> int:
-    query = {"reason": args.reason} if args.reason else None
-    result = _client(args).call("DELETE", f"/v1/rules/{args.rule_id}", query=query)
+    if not args.reason.strip():
+        raise UsageError("a reason is required: --reason R")
+    result = _client(args).call("DELETE", f"/v1/rules/{args.rule_id}", query={"reason": args.reason})
     print(f"deleted {result['deleted']}; policy version {result['version']}")
     return 0
 
@@ -137,6 +146,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
     result = _client(args).call("PUT", f"/v1/killswitches/{args.scope}", body)
     state = "engaged" if result["engaged"] else "released"
     print(f"kill switch {result['scope']} {state}; policy version {result['version']}")
+    _print_warnings(result)
     return 0
 
 
@@ -258,6 +268,7 @@ def cmd_rules_patch(args: argparse.Namespace) -> int:
         f"{rule['id']}: action {rule['action']}, expires {rule['expires_at'] or 'never'}; "
         f"policy version {result['version']}"
     )
+    _print_warnings(result)
     return 0
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from admin.auth import Principal, requires
 from admin.context import STORE
-from admin.errors import ApiError, ok, read_json
+from admin.errors import ApiError, check_reason, ok, read_json
 from rules.controls import AccessSpec, RateLimitSpec
 from rules.model import AuditEntry, Policy, utcnow
 from rules.roles import Role
@@ -26,8 +26,10 @@ T = TypeVar("T", bound=BaseModel)
 
 
 async def parse_body(request: web.Request, model: type[T], code: str) -> T:
-    """The JSON body validated as `model`; 400 for malformed JSON, 422 naming the field otherwise."""
+    """The JSON body validated as `model`; 400 for malformed JSON, 422 naming the field otherwise (a
+    `reason` over 1 KiB included, whatever model takes it)."""
     body = await read_json(request)
+    check_reason(body.get("reason"), code)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -98,6 +100,11 @@ async def get_ratelimits(request: web.Request, principal: Principal) -> web.Resp
 @requires(Role.commander)
 async def put_ratelimits(request: web.Request, principal: Principal) -> web.Response:
     spec = await parse_body(request, RateLimitSpec, "invalid_ratelimits")
+    if spec.throttle < 1 and not spec.limits:
+        problem = (
+            f"throttle {spec.throttle} scales the limits, and this body configures none: it would restrict nothing"
+        )
+        raise ApiError(422, "invalid_ratelimits", f"throttle: {problem}", field="throttle", reason=problem)
     limits = spec.to_policy()
     return await _replace(
         request,

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from rules.model import capped_reason
 from rules.store import Conflict, NotFound, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "internal_error", "unexpected error; nothing was changed")
+
+
+def check_reason(reason: object, code: str) -> None:
+    """A change's `reason` over 1 KiB of UTF-8 → 422 `code` naming the field `reason`, whatever the body
+    or query it came in (the models check its type and presence)."""
+    if isinstance(reason, str):
+        try:
+            capped_reason(reason)
+        except ValueError as exc:
+            raise ApiError(422, code, f"reason: {exc}", field="reason", reason=str(exc)) from None
 
 
 LARGE_BODY = 256 * 1024

@@ -10,7 +10,7 @@ from aiohttp import web
 from admin.auth import Principal, requires
 from admin.context import INSIGHT, STORE
 from admin.controls_api import parse_body
-from admin.errors import ApiError, ok
+from admin.errors import ApiError, check_reason, ok
 from rules.controls import ForensicSpec, SamplingPolicy
 from rules.model import AuditEntry, Policy, iso, utcnow
 from rules.roles import Role
@@ -73,6 +73,7 @@ async def list_samples(request: web.Request, principal: Principal) -> web.Respon
     limit = _int(request, "limit", 50, MAX_LIMIT)
     reveal = request.query.get("reveal", "false").lower() in ("1", "true", "yes")
     reason = request.query.get("reason", "").strip()
+    check_reason(reason, "invalid_query")
     if reveal and not reason:
         raise ApiError(422, "invalid_query", "reveal=true needs a reason= (it is audited)", field="reason")
     found = await insight.sink.samples(

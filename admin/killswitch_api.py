@@ -7,11 +7,13 @@ from datetime import timedelta
 from aiohttp import web
 
 from admin.auth import Principal, requires
-from admin.context import STORE
+from admin.context import KNOWN, STORE
 from admin.controls_api import parse_body
 from admin.errors import ApiError, ok
+from admin.scopes import killswitch_warnings
 from rules.model import AuditEntry, KillSwitch, KillSwitchSpec, Policy, utcnow, valid_scope
 from rules.roles import Role
+from rules.store_journal import local_only_answer
 
 
 def _check_scope(scope: str) -> None:
@@ -29,6 +31,7 @@ async def put_killswitch(request: web.Request, principal: Principal) -> web.Resp
     scope = request.match_info["scope"]
     _check_scope(scope)
     spec = await parse_body(request, KillSwitchSpec, "invalid_killswitch")
+    warnings = killswitch_warnings(request.app.get(KNOWN), scope, spec.engaged)  # 422 on unknown routes/tenants
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
         now = utcnow()
@@ -45,6 +48,7 @@ async def put_killswitch(request: web.Request, principal: Principal) -> web.Resp
                 engaged_by=principal.name,
                 incident_id=spec.incident_id,
                 expires_at=now + timedelta(seconds=spec.ttl_seconds) if spec.ttl_seconds else None,
+                running_streams=spec.running_streams,
             )
             switches[scope] = after
         else:
@@ -63,7 +67,7 @@ async def put_killswitch(request: web.Request, principal: Principal) -> web.Resp
         )
         return policy.model_copy(update={"killswitches": switches}), entry
 
-    policy, _ = await request.app[STORE].update(mutate)
+    policy, entry = await request.app[STORE].update(mutate)
     switch = policy.killswitches.get(scope)
     return ok(
         {
@@ -72,6 +76,8 @@ async def put_killswitch(request: web.Request, principal: Principal) -> web.Resp
             "engaged": switch is not None,
             "killswitch": switch.model_dump(mode="json") if switch else None,
         }
+        | ({"warnings": warnings} if warnings else {})
+        | local_only_answer(request.app[STORE], entry)  # engaged while the store was down: this replica only
     )
 
 

@@ -75,8 +75,11 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _query(name: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+def _query(name: str, kind: str = "string", *, required: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if name == "reason":
+        schema["maxLength"] = 1024  # bytes of UTF-8, checked by the API
+    return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
 def document() -> dict[str, Any]:
@@ -98,7 +101,7 @@ def document() -> dict[str, Any]:
         "/v1/rules/{rule_id}": {
             "get": _operation("viewer", "A rule and its watch period", params=[rule_id]),
             "patch": _operation("responder", "Promote, renew, re-scope", _schema(RulePatch), [rule_id]),
-            "delete": _operation("responder", "Delete a rule", params=[rule_id, _query("reason")]),
+            "delete": _operation("responder", "Delete a rule", params=[rule_id, _query("reason", required=True)]),
         },
         "/v1/killswitches": {"get": _operation("viewer", "Engaged kill switches")},
         "/v1/killswitches/{scope}": {

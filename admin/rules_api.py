@@ -9,14 +9,16 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from admin.auth import Principal, requires
-from admin.context import CATEGORIES, INSIGHT, STAGE1_TTL, STORE
-from admin.errors import ApiError, ok, read_json
+from admin.context import CATEGORIES, INSIGHT, KNOWN, STAGE1_TTL, STORE
+from admin.errors import ApiError, check_reason, ok, read_json
+from admin.scopes import rule_scope_warnings
 from rules.benign import Refusal, benign_hits, literal_keys, refusals
 from rules.compile import RuleError, check_specs
-from rules.model import AuditEntry, Policy, Rule, RulePatch, RuleSpec, to_rules, utcnow
+from rules.model import AuditEntry, Policy, Rule, RulePatch, RuleSpec, iso, to_rules, utcnow
 from rules.roles import Role
 from rules.selftest import RENDERINGS, self_test
 from rules.store import NotFound
+from rules.store_journal import local_only_answer
 from rules.watch import describe
 
 _SPECS = TypeAdapter(list[RuleSpec])
@@ -49,6 +51,7 @@ def validate_push(
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ApiError(422, "invalid_rule", "reason: a non-empty reason is required", field="reason")
+    check_reason(reason, "invalid_rule")
     unknown = set(body) - {"rules", "reason", "force"}
     if unknown:
         raise ApiError(422, "invalid_rule", f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
@@ -169,6 +172,7 @@ async def push_rules(request: web.Request, principal: Principal) -> web.Response
     new_rules, reason = await asyncio.to_thread(
         validate_push, body, request.app[CATEGORIES], principal.name, request.app[STAGE1_TTL]
     )
+    warnings = rule_scope_warnings(request.app.get(KNOWN), ((i, rule.scope) for i, rule in enumerate(new_rules)))
     _refuse_existing_ids(request.app[STORE].current(), new_rules)  # an invalid rule before an overridable one
     report, forced = await asyncio.to_thread(safety_net, new_rules, body.get("force") is True)
 
@@ -190,8 +194,11 @@ async def push_rules(request: web.Request, principal: Principal) -> web.Response
         )
         return policy.model_copy(update={"rules": policy.rules + tuple(new_rules)}), entry
 
-    policy, _ = await request.app[STORE].update(mutate)
-    return ok({"version": policy.version, "ids": [rule.id for rule in new_rules]} | report, status=201)
+    policy, entry = await request.app[STORE].update(mutate)
+    answer = {"version": policy.version, "ids": [rule.id for rule in new_rules]} | report
+    return ok(
+        answer | ({"warnings": warnings} if warnings else {}) | local_only_answer(request.app[STORE], entry), status=201
+    )
 
 
 def _matches(rule: Rule, filters: dict[str, str]) -> bool:
@@ -232,7 +239,10 @@ async def get_rule(request: web.Request, principal: Principal) -> web.Response:
 @requires(Role.responder)
 async def delete_rule(request: web.Request, principal: Principal) -> web.Response:
     rule_id = request.match_info["rule_id"]
-    reason = request.query.get("reason") or None
+    reason = request.query.get("reason", "").strip()
+    if not reason:
+        raise ApiError(422, "invalid_rule", "reason: a non-empty reason is required (?reason=...)", field="reason")
+    check_reason(reason, "invalid_rule")
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
         rule = _find(policy, rule_id)
@@ -267,6 +277,9 @@ async def patch_rule(request: web.Request, principal: Principal) -> web.Response
         raise _field_error(exc) from None
     if patch.category is not None and patch.category not in request.app[CATEGORIES]:
         raise ApiError(422, "invalid_rule", f"category: unknown category {patch.category!r}", field="category")
+    warnings = rule_scope_warnings(request.app.get(KNOWN), [(None, patch.scope)])
+    if patch.expires_at is not None and patch.expires_at <= utcnow():
+        warnings.append(f"expires_at: {iso(patch.expires_at)} has already passed: the rule has stopped matching")
 
     def mutate(policy: Policy) -> tuple[Policy, AuditEntry]:
         before = _find(policy, rule_id)
@@ -287,7 +300,8 @@ async def patch_rule(request: web.Request, principal: Principal) -> web.Response
         return policy.model_copy(update={"rules": rules}), entry
 
     policy, _ = await request.app[STORE].update(mutate)
-    return ok({"version": policy.version, "rule": _find(policy, rule_id).model_dump(mode="json")})
+    answer = {"version": policy.version, "rule": _find(policy, rule_id).model_dump(mode="json")}
+    return ok(answer | ({"warnings": warnings} if warnings else {}))
 
 
 def add_routes(app: web.Application) -> None:

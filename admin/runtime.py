@@ -21,6 +21,7 @@ from rules.alerts import AnomalyDetector
 from rules.samples import FileSampleSink, RedisSampleSink, SampleSink
 from rules.store import PolicyStore
 from rules.store_file import EmbeddedStore, FileFollower
+from rules.store_journal import JournaledStore
 from rules.store_redis import RedisStore
 from rules.watch import FileHits, HitCounter, RedisHits
 
@@ -34,22 +35,42 @@ class Runtime:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     fleet: FleetRateLimiter | None = None
     sink_opener: Callable[[], Coroutine[Any, Any, None]] | None = None
+    redis_store: RedisStore | None = None  # the fleet store under `store`, for its re-seed events
+    journal: JournaledStore | None = None
 
     def problems(self) -> list[str]:
         found = []
         if not self.store.healthy:
             version = self.store.current().version
             found.append(f"policy store unreachable: enforcing the last good policy (version {version})")
+        if self.journal is not None and self.journal.pending:
+            where = "on disk" if self.journal.journal_on_disk else "in memory only"
+            found.append(
+                f"{self.journal.pending} restrictive change(s) applied on this replica only, journaled {where}, "
+                "waiting for the store to replay them"
+            )
         if self.fleet is not None and not self.fleet.healthy:
             found.append(f"rate limits: Redis unreachable, each replica enforces 1/{self.fleet.replicas} locally")
         return found
 
     async def watch_health(self, metrics: GatewayMetrics, detector: AnomalyDetector) -> None:
         """Once a second: store health, open alerts (as gauges), and the watch-period counts flushed."""
-        kinds = ("block_rate", "output_length", "report_volume", "classifier_score")
+        kinds = ("block_rate", "output_length", "report_volume", "classifier_score", "store_reseeded")
         ticks = 0
+        reported = 0
         while True:
             metrics.store_up.set(0 if self.problems() else 1)
+            if self.redis_store is not None:
+                events = list(self.redis_store.reconciles)
+                for event in events[len(events) - min(len(events), self.redis_store.reconcile_count - reported) :]:
+                    detector.raise_alert(
+                        "store_reseeded",
+                        event.describe(),
+                        since=event.at,
+                        baseline=event.redis_version,
+                        now=event.version,
+                    )
+                reported = self.redis_store.reconcile_count
             open_kinds = {alert.kind for alert in detector.alerts()}
             for kind in kinds:
                 metrics.alerts.labels(kind).set(1 if kind in open_kinds else 0)
@@ -82,9 +103,19 @@ def build_runtime(settings: Settings, *, primary: bool, worker: int = 0) -> Runt
             store.client, prefix=settings.redis_prefix, max_count=settings.sample_max_count, max_age=age
         )
         hits = RedisHits(store.client, prefix=settings.redis_prefix)
-        return Runtime(store, fleet, sink, hits, [fleet.run], fleet)
+        if not primary:
+            return Runtime(store, fleet, sink, hits, [fleet.run], fleet, redis_store=store)
+        journaled = JournaledStore(store, settings.state_dir / "cache", peers=lambda: fleet.replicas - 1)
+        return Runtime(journaled, fleet, sink, hits, [fleet.run], fleet, redis_store=store, journal=journaled)
+    journal: JournaledStore | None = None
     if primary:
-        embedded: PolicyStore = EmbeddedStore(settings.state_dir, history_versions=settings.history_versions)
+        workers = settings.workers
+        journal = JournaledStore(
+            EmbeddedStore(settings.state_dir, history_versions=settings.history_versions),
+            settings.state_dir,
+            peers=lambda: workers - 1,  # worker processes follow policy.json, which a local change does not reach
+        )
+        embedded: PolicyStore = journal
     else:
         embedded = FileFollower(settings.state_dir)
     suffix = "" if primary else f"-w{worker}"
@@ -97,7 +128,14 @@ def build_runtime(settings: Settings, *, primary: bool, worker: int = 0) -> Runt
         await file_sink.open()
         await asyncio.to_thread(file_hits.load)
 
-    return Runtime(embedded, MemoryRateLimiter(parts=settings.workers), file_sink, file_hits, sink_opener=open_files)
+    return Runtime(
+        embedded,
+        MemoryRateLimiter(parts=settings.workers),
+        file_sink,
+        file_hits,
+        sink_opener=open_files,
+        journal=journal,
+    )
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]], *, within: float = 5.0) -> None:

@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from admin.app import build_admin_app
 from admin.context import Enforcement, Insight
+from admin.listener import AdminListener, on_loop, raise_fd_limit
 from admin.runtime import build_runtime, cancel_all
+from admin.scopes import known_from
 from admin.workers import Supervisor
 from gateway.app import DataPlane
 from gateway.metrics import GatewayMetrics
@@ -39,10 +40,9 @@ class StartupError(Exception):
     pass
 
 
-async def _start_site(runner: web.AppRunner, host: str, port: int, what: str) -> None:
-    site = web.TCPSite(runner, host, port, backlog=1024)
+async def _start_site(listener: AdminListener, host: str, port: int, what: str) -> None:
     try:
-        await site.start()
+        await listener.start()
     except OSError as exc:
         raise StartupError(f"cannot listen for the {what} on {host}:{port}: {exc.strerror}") from None
 
@@ -68,6 +68,7 @@ def scrape_registry(registry: CollectorRegistry) -> CollectorRegistry:
 
 async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | None = None) -> None:
     primary = worker == 0
+    raise_fd_limit()  # a connection flood meets the hard limit, not a low default soft one
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     runtime = build_runtime(settings, primary=primary, worker=worker)
@@ -103,25 +104,30 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         settings, holder=holder, metrics=metrics, telemetry=telemetry, limiter=runtime.limiter, health=runtime.problems
     )
     grace = settings.shutdown_grace_seconds
-    runners: list[web.AppRunner] = []
+    admin_listener: AdminListener | None = None
     if primary:
+        # The admin API runs on its own thread and loop (admin/listener.py); what it shares with the data
+        # plane stays on this loop.
+        here = asyncio.get_running_loop()
         admin = build_admin_app(
-            store=runtime.store,
+            store=on_loop(runtime.store, here),
             tokens=settings.admin_tokens,
             registry=scrape_registry(registry),
             categories=settings.categories,
             enforcement=enforcement,
             stage1_default_ttl=settings.stage1_default_ttl_seconds,
+            known=known_from(settings),
             insight=Insight(
-                sink=runtime.sink,
-                hits=runtime.hits,
+                sink=on_loop(runtime.sink, here),
+                hits=on_loop(runtime.hits, here),
                 detector=detector,
                 forensic_max_rate=settings.forensic_max_rate,
                 forensic_max_seconds=settings.forensic_max_seconds,
                 on_reveal=lambda responder, count: metrics.sample_reveals.labels(responder).inc(count),
             ),
         )
-        runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=grace))
+        host, port = settings.admin_listen.host, settings.admin_listen.port
+        admin_listener = AdminListener(lambda: admin, host, port, shutdown_timeout=grace)
     tasks = [asyncio.create_task(start()) for start in runtime.background]
     tasks.append(asyncio.create_task(runtime.watch_health(metrics, detector)))
     tasks.append(asyncio.create_task(telemetry.run()))
@@ -132,8 +138,6 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         loop.add_signal_handler(signum, stop.set)
     listening = False
     try:
-        for runner in runners:
-            await runner.setup()
         try:
             await plane.start(settings.listen.host, settings.listen.port, reuse_port=settings.workers > 1)
         except OSError as exc:
@@ -141,8 +145,8 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
                 f"cannot listen for the data plane on {settings.listen.host}:{settings.listen.port}: {exc.strerror}"
             ) from None
         listening = True
-        if primary:
-            await _start_site(runners[0], settings.admin_listen.host, settings.admin_listen.port, "admin API")
+        if admin_listener is not None:
+            await _start_site(admin_listener, settings.admin_listen.host, settings.admin_listen.port, "admin API")
             _announce(settings, policy.version, len(policy.rules), runtime.store.healthy)
         if supervisor is not None:
             supervisor.start()
@@ -156,8 +160,8 @@ async def serve(settings: Settings, *, worker: int = 0, ready: asyncio.Event | N
         if listening:
             await plane.close(grace)  # requests in progress finish first, with their telemetry
         await cancel_all(tasks)
-        for runner in runners:
-            await runner.cleanup()
+        if admin_listener is not None:
+            await admin_listener.stop()
         holder.close()
         await runtime.hits.flush()
         await runtime.sink.close()  # samples still batched in memory go to disk

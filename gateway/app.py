@@ -29,9 +29,11 @@ from gateway.server import DataPlaneServer, HttpRequest, Response, new_request_i
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.verdict import Refusal
+from rules.match import DEFAULT_REQUEST_REGEX_BUDGET
 
 RESERVED_PREFIX = "/_containment/"
 _FLUSH_SECONDS = 1.0
+_POLICY_WATCH_SECONDS = 0.05  # how soon a quiet running stream sees a new policy snapshot
 Endpoint = Callable[[HttpRequest], Awaitable[Response]]
 
 
@@ -39,12 +41,14 @@ def _all_well() -> list[str]:
     return []
 
 
-def build_chain(metrics: GatewayMetrics, limiter: RateLimiter) -> list[RequestFilter]:
+def build_chain(
+    metrics: GatewayMetrics, limiter: RateLimiter, *, regex_request_budget: float = DEFAULT_REQUEST_REGEX_BUDGET
+) -> list[RequestFilter]:
     return [
         KillSwitchFilter(),
         AccessFilter(),
         RateLimitFilter(limiter),
-        InputScanFilter(metrics),
+        InputScanFilter(metrics, regex_budget=regex_request_budget),
     ]
 
 
@@ -61,20 +65,29 @@ class DataPlane:
         telemetry: Telemetry,
         limiter: RateLimiter | None = None,
         health: Callable[[], list[str]] = _all_well,
+        upstream_connections_per_origin: int | None = None,
+        upstream_queue_seconds: float | None = None,
     ) -> None:
         self._holder = holder
         self._health = health
         self._metrics = metrics
         self._flusher: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.TimerHandle | None = None
+        self._watched = holder.snapshot
         self.upstream = UpstreamClient(
             metrics,
+            holder=holder,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             max_response_bytes=settings.max_response_scan_bytes,
+            connections_per_origin=upstream_connections_per_origin or settings.upstream_connections_per_origin,
+            queue_timeout=upstream_queue_seconds or settings.upstream_queue_seconds,
         )
         self.handler = ProxyHandler(
             router=Router(settings.effective_routes()),
-            chain=build_chain(metrics, limiter or MemoryRateLimiter()),
+            chain=build_chain(
+                metrics, limiter or MemoryRateLimiter(), regex_request_budget=settings.regex_request_budget_ms / 1000
+            ),
             output=OutputScanFilter(metrics),
             telemetry=telemetry,
             upstream=self.upstream,
@@ -98,6 +111,7 @@ class DataPlane:
             max_body_bytes=settings.max_body_bytes,
             idle_timeout=settings.idle_timeout_seconds,
             write_timeout=settings.client_write_timeout_seconds,
+            max_connections=settings.max_connections,
         )
 
     async def dispatch(self, request: HttpRequest) -> Response | None:
@@ -135,7 +149,17 @@ class DataPlane:
             await self.upstream.close()
             raise
         self._flush()
+        self._watch()
         return address
+
+    def _watch(self) -> None:
+        """Running streams re-read the policy snapshot at each chunk; one whose upstream is quiet is
+        woken when a new snapshot is in force, so that a kill switch cuts it within this period."""
+        snapshot = self._holder.snapshot
+        if snapshot is not self._watched:
+            self._watched = snapshot
+            self.upstream.poke()
+        self._watcher = asyncio.get_running_loop().call_later(_POLICY_WATCH_SECONDS, self._watch)
 
     def _flush(self) -> None:
         """Batched metric observations reach the registry on a scrape of it, and at least every
@@ -147,6 +171,8 @@ class DataPlane:
         """Stop accepting, let requests in progress finish for up to `grace` seconds, then cut them."""
         await self.server.close(grace)
         await self.upstream.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
         self._metrics.flush()

@@ -8,17 +8,26 @@ import ipaddress
 import zlib
 from collections.abc import Mapping, Sequence
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from gateway.context import Identity
 from gateway.server import BodyTooLarge, HttpRequest, MalformedBody
 from rules.compile import IPAddress, Network
 
 KEY_HEADERS = ("api-key", "x-api-key")
+# Every header identify() reads. A `Connection` header naming one would have the upstream hop drop it
+# (RFC 9110 §7.6.1), so that the upstream sees another identity than the gateway checked: refused.
+IDENTITY_HEADERS = frozenset({"authorization", *KEY_HEADERS, "x-forwarded-for"})
 
-__all__ = ["BodyTooLarge", "MalformedBody", "UnsupportedEncoding", "read_body", "identify"]
+__all__ = ["AmbiguousIdentity", "BodyTooLarge", "MalformedBody", "UnsupportedEncoding", "read_body", "identify"]
 
 
 class UnsupportedEncoding(Exception):
     pass
+
+
+class AmbiguousIdentity(Exception):
+    """The identity headers do not name one caller as the upstream will see them (refused with 400)."""
 
 
 async def read_body(request: HttpRequest, limit: int) -> bytes:
@@ -97,19 +106,53 @@ def client_address(peer: str, forwarded_for: list[str], trusted: Sequence[Networ
     return str(address), address
 
 
-def identify(request: HttpRequest, tenants: Mapping[str, str], trusted: Sequence[Network] = ()) -> Identity:
+def _bearer(authorization: str) -> str | None:
+    """The key of `Bearer KEY` (any case, any whitespace after the scheme), else None."""
+    parts = authorization.split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip() or None
+    return None
+
+
+def _one(headers: CIMultiDictProxy[str] | CIMultiDict[str], name: str) -> str | None:
+    """The header's value; repeated with different values, the request is refused: upstreams differ on
+    which one they take."""
+    values = headers.getall(name, ())
+    if not values:
+        return None
+    first = values[0].strip()
+    if any(value.strip() != first for value in values[1:]):
+        raise AmbiguousIdentity(f"The request has several different {name} headers.")
+    return first
+
+
+def api_key(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
+    """The caller's API key, exactly as the upstream receives it: `Authorization: Bearer K`, `api-key` or
+    `x-api-key`. Raises AmbiguousIdentity where the upstream could see another key than the gateway would
+    check: different keys in those headers, a header repeated with different values, or a `Connection`
+    header naming one of them (which would strip it on the way upstream)."""
+    for value in headers.getall("Connection", ()):
+        for token in value.split(","):
+            if token.strip().lower() in IDENTITY_HEADERS:
+                raise AmbiguousIdentity(f"The Connection header may not name {token.strip()}.")
     key: str | None = None
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        key = credentials.strip()
-    else:
-        for name in KEY_HEADERS:
-            value = request.headers.get(name)
-            if value:
-                key = value.strip()
-                break
-    key_id = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+    authorization = _one(headers, "Authorization")
+    if authorization is not None:
+        key = _bearer(authorization)
+    for name in KEY_HEADERS:
+        named = _one(headers, name)
+        if named:
+            if key is not None and named != key:
+                raise AmbiguousIdentity("The request names different API keys in its key headers.")
+            key = named
+    return key
+
+
+def identify(request: HttpRequest, tenants: Mapping[str, str], trusted: Sequence[Network] = ()) -> Identity:
+    """Who is calling (raises AmbiguousIdentity, see api_key)."""
+    key = api_key(request.headers)
+    # surrogateescape: the key's bytes as sent, even where they are not UTF-8
+    key_id = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16] if key else None
     tenant = tenants.get(key_id) if key_id is not None else None
     client_ip, ip = client_address(request.remote or "", request.headers.getall("X-Forwarded-For", []), trusted)
     return Identity(key_id=key_id, client_ip=client_ip, tenant=tenant, ip=ip)

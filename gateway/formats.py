@@ -29,6 +29,175 @@ from gateway.forms import FormError, decode_escapes, multipart_fields, urlencode
 
 MAX_DEPTH = 64
 IDENTIFIER_KEYS = frozenset({"model", "role", "type", "object", "id", "tool_call_id", "encoding_format"})
+# Keys of the APIs' own request shapes (OpenAI chat, completions, responses, embeddings; Anthropic messages;
+# tool schemas): not scanned. Every other key is, with the identifier values outside STANDARD_VALUES.
+API_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "role",
+        "content",
+        "type",
+        "text",
+        "name",
+        "tools",
+        "tool_choice",
+        "function",
+        "functions",
+        "function_call",
+        "parameters",
+        "properties",
+        "required",
+        "description",
+        "items",
+        "enum",
+        "stream",
+        "stream_options",
+        "include_usage",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "n",
+        "stop",
+        "stop_sequences",
+        "seed",
+        "user",
+        "id",
+        "object",
+        "tool_calls",
+        "tool_call_id",
+        "arguments",
+        "image_url",
+        "url",
+        "detail",
+        "input",
+        "input_audio",
+        "data",
+        "format",
+        "file",
+        "file_data",
+        "file_id",
+        "filename",
+        "instructions",
+        "system",
+        "metadata",
+        "response_format",
+        "json_schema",
+        "schema",
+        "strict",
+        "additionalProperties",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "parallel_tool_calls",
+        "reasoning",
+        "reasoning_effort",
+        "effort",
+        "summary",
+        "thinking",
+        "budget_tokens",
+        "source",
+        "media_type",
+        "tool_use_id",
+        "is_error",
+        "cache_control",
+        "prompt",
+        "suffix",
+        "echo",
+        "best_of",
+        "encoding_format",
+        "dimensions",
+        "modalities",
+        "audio",
+        "voice",
+        "store",
+        "previous_response_id",
+        "truncation",
+        "include",
+        "service_tier",
+        "output",
+        "refusal",
+        "default",
+        "title",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "const",
+        "call_id",
+        "status",
+        "annotations",
+        "parts",
+        "inline_data",
+        "mime_type",
+        "contents",
+        "generationConfig",
+        "system_instruction",
+        "safetySettings",
+        "options",
+        "keep_alive",
+        "images",
+    }
+)
+STANDARD_VALUES = frozenset(
+    {
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "developer",
+        "function",
+        "model",
+        "text",
+        "image_url",
+        "input_text",
+        "input_image",
+        "input_file",
+        "input_audio",
+        "output_text",
+        "image",
+        "document",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "message",
+        "function_call",
+        "function_call_output",
+        "reasoning",
+        "refusal",
+        "file",
+        "base64",
+        "url",
+        "json_object",
+        "json_schema",
+        "object",
+        "string",
+        "number",
+        "integer",
+        "boolean",
+        "array",
+        "null",
+        "float",
+        "auto",
+        "none",
+        "required",
+        "chat.completion",
+        "ephemeral",
+    }
+)
+
 # A string whose nearest key is one of these is conversation text: the model reads it next to its neighbours.
 CONVERSATION_KEYS = frozenset(
     {"content", "text", "prompt", "input", "system", "instructions", "refusal", "output", "thinking", "parts"}
@@ -97,7 +266,10 @@ def _charset(content_type: str) -> str:
 
 
 def _looks_like_json(body: bytes) -> bool:
+    """Whether the first non-space character is `{`, `[` or `"` — however much space comes first."""
     head = body[:64]
+    if head.isascii() and not head.strip():  # leading whitespace past the first 64 bytes
+        head = body.lstrip(b" \t\r\n")[:64]
     encoding = json.detect_encoding(head)
     text = head.decode(encoding, "ignore") if encoding not in ("utf-8", "utf-8-sig") else ""
     if not text:
@@ -132,7 +304,14 @@ def extract(content_type: str, body: bytes) -> ExtractedBody:
                 pass
         derived = (Derived(decode_escapes(text), (), 0),) if "\\" in text else ()
         return ExtractedBody(None, (text,), raw_text=True, derived=derived)
-    return ExtractedBody(None, ())
+    # Any other type: scanned as text when the body is text (a JSON document with trailing data, a prompt
+    # under application/octet-stream: some upstreams read a body whatever its type); binary is not.
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return ExtractedBody(None, ())
+    derived = (Derived(decode_escapes(text), (), 0),) if "\\" in text else ()
+    return ExtractedBody(None, (text,), raw_text=True, derived=derived)
 
 
 def _parse_json(data: bytes, declared: bool) -> object:
@@ -186,7 +365,7 @@ def _from_document(document: object, data: bytes) -> ExtractedBody:
         document,
         stream=stream,
         locations=tuple(collector.locations),
-        derived=tuple(collector.joined()) + tuple(collector.derived),
+        derived=tuple(collector.joined()) + tuple(collector.derived) + collector.named(),
     )
 
 
@@ -271,6 +450,7 @@ class Collector:
         self.conversation: list[int] = []
         self.derived: list[Derived] = []
         self.keys = 0
+        self.names: list[str] = []  # keys and identifier values a model may read (tool schemas, roles)
 
     def add(self, container: object, key: str | int, value: str, conversational: bool) -> None:
         index = len(self.texts)
@@ -306,8 +486,14 @@ class Collector:
             if depth == 0 and any(key in value for key in SYSTEM_KEYS):
                 items = sorted(items, key=_system_first)
             for key, item in items:
+                if key not in API_KEYS:
+                    self.names.append(key)  # `{"how_to_make_sarin": ...}` in a tool's parameters
                 if isinstance(item, str):
-                    if key in IDENTIFIER_KEYS or (key in _MEDIA_KEYS and self._media(value, parent_key, key, item)):
+                    if key in IDENTIFIER_KEYS:
+                        if key != "model" and item not in STANDARD_VALUES:
+                            self.names.append(item)  # a custom role, which chat templates print
+                        continue
+                    if key in _MEDIA_KEYS and self._media(value, parent_key, key, item):
                         continue
                     self.add(value, key, item, key in CONVERSATION_KEYS)
                 elif isinstance(item, (dict, list)):
@@ -320,6 +506,10 @@ class Collector:
                     self.add(value, position, item, conversational)
                 elif isinstance(item, (dict, list)):
                     self.visit(item, deeper, parent_key, conversational)
+
+    def named(self) -> tuple[Derived, ...]:
+        """The keys and identifier values, one text; `; ` between them, so no phrase spans two."""
+        return (Derived("; ".join(self.names)),) if self.names else ()
 
     def joined(self) -> list[Derived]:
         """The conversation as the model reads it: its strings in order, joined."""

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from gateway.body import BodyTooLarge, MalformedBody, UnsupportedEncoding, identify, read_body
+from gateway.body import AmbiguousIdentity, BodyTooLarge, MalformedBody, UnsupportedEncoding, identify, read_body
 from gateway.context import RequestContext
 from gateway.filters.base import RequestFilter
 from gateway.filters.output_scan import OutputScanFilter
@@ -73,6 +73,10 @@ class ProxyHandler:
         request_id = new_request_id()
         snapshot = self._holder.snapshot  # one consistent policy for the whole request
         try:
+            identity = identify(request, self._tenants, self._trusted)
+        except AmbiguousIdentity as ambiguous:  # the upstream could see another key than the one checked
+            return self._refuse(_invalid(str(ambiguous)), request_id, "-")
+        try:
             if request.body_complete:
                 body = await read_body(request, self._max_body)  # already here: nothing to wait for
             else:
@@ -106,7 +110,7 @@ class ProxyHandler:
             method=request.method,
             path=request.path,
             route=route,
-            identity=identify(request, self._tenants, self._trusted),
+            identity=identity,
             snapshot=snapshot,
             now=utcnow(),
             model=extracted.model,

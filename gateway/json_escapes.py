@@ -12,7 +12,7 @@ arguments a redact hit blocks (fails closed).
 
 from __future__ import annotations
 
-from rules.match import Hit
+from rules.match import Hit, Matcher
 from rules.stream_scan import Emission, StreamScanner
 
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -125,6 +125,11 @@ class ArgumentScanner:
     @property
     def holding(self) -> bool:
         return bool(self._pending)
+
+    def rebind(self, matcher: Matcher) -> None:
+        """Scan the rest of the arguments with `matcher` (a newer policy's rules), keeping the context."""
+        self._raw.rebind(matcher)
+        self._decoded.rebind(matcher)
 
     def feed(self, text: str) -> Emission:
         first = self._raw.feed(text)

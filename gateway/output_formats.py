@@ -203,6 +203,23 @@ def block_section(section: Section) -> None:
         message = owner.get("message")
         if isinstance(message, dict):
             message.pop("tool_calls", None)
+    # Whatever else the blocked part carries goes too: logprob tokens spell its text, and an audio
+    # transcript, annotations or a tool's name may say the same.
+    for container, key in list(_strings(owner, _KEPT_ON_BLOCK)):
+        container[key] = ""
+
+
+# Fields a blocked answer keeps: identifiers and the block's own report.
+_KEPT_ON_BLOCK = IDENTIFIER_KEYS | frozenset(
+    {"finish_reason", "status", "stop_reason", "reason", "done_reason", "created_at", "call_id", "stop_sequence"}
+)
+
+
+def remainder(document: object, sections_found: list[Section]) -> str:
+    """Every string of an answer that no section's slots hold (identifiers aside), one per line: what a
+    block must still be found in (a phrase in a logprob token, a code interpreter's code, a citation)."""
+    held = {(id(container), key) for section in sections_found for container, key in section.slots}
+    return "\n".join(container[key] for container, key in _strings(document) if (id(container), key) not in held)
 
 
 # ----- streams -----
@@ -466,6 +483,8 @@ def strip_text(document: dict[str, Any] | None, shape: str) -> bytes:
             choice["delta"] = {}
         elif shape == "completion":
             choice["text"] = ""
+        if choice.get("logprobs") is not None:
+            choice["logprobs"] = None  # its tokens spell the text that was held back or changed
     return encode_event(copy)
 
 

@@ -1,4 +1,12 @@
-"""Relay a request to its upstream and stream the answer back, headers end to end, body unbuffered."""
+"""Relay a request to its upstream and stream the answer back, headers end to end, body unbuffered.
+
+Running answers follow the policy: a relay re-reads the policy snapshot (one reference) at every chunk
+of an event stream, and `poke()` wakes the streams whose upstream is quiet when a new snapshot is in
+force. A newly engaged kill switch in the request's scope (unless it lets running streams finish) ends
+the stream with the closing events of its own shape; new output rules apply to the rest of the answer
+(an inspected stream's scanners keep their context; an uninspected one starts being inspected at its
+next event). An answer whose head arrives after such a switch was engaged is refused as the switch says.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +19,28 @@ from collections.abc import Callable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.context import RequestContext
+from gateway.filters.kill_switch import KillSwitchFilter
 from gateway.filters.output_scan import OutputInspector, StreamInspector
+from gateway.live_stream import MAX_EVENT_TAIL, boundary_end, closing_events, ends_at_boundary, last_event
 from gateway.metrics import GatewayMetrics
 from gateway.output_formats import is_ndjson
-from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response
+from gateway.policy_watch import SnapshotHolder
+from gateway.refusals import ACTION_HEADER, REQUEST_ID_HEADER, refusal_response, reply_response
 from gateway.server import HttpRequest, Response, StreamedAnswer
 from gateway.upstream import (
     DECODABLE,
     Answer,
     Origin,
+    ReadInterrupted,
     UndecodableAnswer,
+    UpstreamBusy,
     UpstreamFailed,
     UpstreamPool,
     UpstreamTimeout,
 )
-from gateway.verdict import Refusal
+from gateway.verdict import Refusal, Reply
+from rules.compile import CompiledPolicy
+from rules.model import Rule
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +126,44 @@ _TIMED_OUT = (504, "upstream_timeout", "The model endpoint did not answer in tim
 
 
 class UpstreamClient:
-    """Relays requests through one pool of upstream connections, opened and closed with the app."""
+    """Relays requests through one pool of upstream connections (a limit per origin, a bounded wait for
+    one), opened and closed with the app; running streams follow the policy in `holder`."""
 
     def __init__(
         self,
         metrics: GatewayMetrics,
         *,
+        holder: SnapshotHolder,
         connect_timeout: float,
         read_timeout: float,
         max_response_bytes: int,
+        connections_per_origin: int = 1024,
+        queue_timeout: float = 2.0,
     ) -> None:
         self._metrics = metrics
+        self._holder = holder
         self._max_response = max_response_bytes
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._per_origin = connections_per_origin
+        self._queue_timeout = queue_timeout
         self._pool: UpstreamPool | None = None
         self._origins: dict[str, Origin] = {}
+        self._live: set[Answer] = set()  # event streams being relayed
 
     async def open(self) -> None:
-        self._pool = UpstreamPool(connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+        self._pool = UpstreamPool(
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            limit=self._per_origin,
+            queue_timeout=self._queue_timeout,
+        )
+
+    def poke(self) -> None:
+        """A new policy snapshot is in force: wake the running streams waiting for their upstream, so
+        that each re-reads it now rather than at its next chunk."""
+        for answer in list(self._live):
+            answer.interrupt()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -154,6 +188,9 @@ class UpstreamClient:
         try:
             # inspected answers are read (and sent) plain
             upstream = await self._pool.request(origin, request.method, head, body, decode=inspecting)
+        except UpstreamBusy:
+            message = "The model endpoint is busy: no connection to it came free in time."
+            return _sent(self._failure(ctx, "busy", 503, "upstream_busy", message))
         except UpstreamTimeout:
             return _sent(self._failure(ctx, "timeout", *_TIMED_OUT))
         except UndecodableAnswer as undecodable:
@@ -166,6 +203,14 @@ class UpstreamClient:
             return _sent(self._failure(ctx, "unavailable", 502, "upstream_unavailable", message))
         try:
             self._metrics.child(self._metrics.upstream_seconds, route).observe(time.perf_counter() - sent)
+            if self._holder.snapshot is not ctx.snapshot:  # the policy changed while the upstream worked
+                switch = KillSwitchFilter.cutting_switch(ctx, self._holder.snapshot)
+                if switch is not None:
+                    upstream.close()
+                    verdict = KillSwitchFilter.refuse(switch, ctx)
+                    if isinstance(verdict, Reply):
+                        return _sent(reply_response(verdict, ctx.request_id))
+                    return _sent(refusal_response(verdict, ctx.request_id))
             content_type = upstream.headers.get("Content-Type", "").lower()
             # Streams are inspected event by event (NDJSON line by line), as they arrive.
             ndjson = is_ndjson(content_type)
@@ -207,9 +252,31 @@ class UpstreamClient:
         keep = ctx.sampled and upstream.headers.get("Content-Encoding") is None and _textual(content_type)
         copy: list[bytes] = []
         kept = 0
+        sse = content_type.startswith("text/event-stream")
+        ndjson = is_ndjson(content_type)
+        events = sse or ndjson  # a running stream: it follows the policy
+        holder = self._holder
+        seen = ctx.snapshot
+        last = b""  # the last chunk sent: where the stream stands, for a cut
+        if events:
+            self._live.add(upstream)
         try:
-            while chunk := await upstream.read():
+            while True:
+                try:
+                    chunk: bytes | None = await upstream.read()
+                except ReadInterrupted:
+                    chunk = None
+                if events and holder.snapshot is not seen:
+                    seen = holder.snapshot
+                    if seen.output.size or KillSwitchFilter.cutting_switch(ctx, seen) is not None:
+                        await self._take_over(ctx, upstream, answer, last, chunk, ndjson=ndjson)
+                        return
+                if chunk is None:
+                    continue
+                if not chunk:
+                    break
                 await answer.write(chunk)
+                last = chunk
                 if keep and kept < CAPTURE_LIMIT:
                     copy.append(chunk)
                     kept += len(chunk)
@@ -218,12 +285,68 @@ class UpstreamClient:
             await answer.end()
         except UpstreamFailed:
             # The upstream failed mid-body; the head is gone, so the answer can only end here.
-            await self._aborted(answer, ctx, upstream, sse=content_type.startswith("text/event-stream"))
+            await self._aborted(answer, ctx, upstream, sse=sse)
         except ConnectionResetError:
             upstream.close()  # the client left or stopped reading: stop the upstream's answer
         except asyncio.CancelledError:
             upstream.close()
             raise
+        finally:
+            if events:
+                self._live.discard(upstream)
+
+    async def _take_over(
+        self,
+        ctx: RequestContext,
+        upstream: Answer,
+        answer: StreamedAnswer,
+        last: bytes,
+        chunk: bytes | None,
+        *,
+        ndjson: bool,
+    ) -> None:
+        """An uninspected event stream met a policy that concerns it: finish the event in progress,
+        then cut the stream (a kill switch), or inspect the rest of it (new output rules)."""
+        sent = last
+        if not ends_at_boundary(last, ndjson=ndjson):
+            budget = MAX_EVENT_TAIL
+            while True:
+                if chunk is None:
+                    try:
+                        chunk = await upstream.read()
+                    except ReadInterrupted:
+                        continue
+                if not chunk:
+                    await answer.end()  # the upstream ended the stream meanwhile
+                    return
+                end = boundary_end(chunk, ndjson=ndjson)
+                part = chunk if end < 0 else chunk[:end]
+                await answer.write(part)
+                sent = (sent + part)[-MAX_EVENT_TAIL:]
+                chunk = None if end < 0 else chunk[end:]
+                budget -= len(part)
+                if end >= 0:
+                    break
+                if budget < 0:  # no event ends: the stream can only be broken off
+                    upstream.close()
+                    await answer.end()
+                    return
+        snapshot = self._holder.snapshot
+        plain = upstream.headers.get("Content-Encoding", "identity").strip().lower() == "identity"
+        switch = KillSwitchFilter.cutting_switch(ctx, snapshot)
+        if switch is not None or not plain:  # cut (a compressed stream cannot start being inspected)
+            why = f"kill switch {switch.scope}" if switch is not None else "compressed, cannot be inspected"
+            log.info("running stream %s cut: %s", ctx.request_id, why)
+            upstream.close()
+            if plain:
+                await answer.write(closing_events(sent, ndjson=ndjson))
+            self._metrics.child(self._metrics.requests, ctx.route.name, "kill_switch").inc()
+            await answer.end()
+            return
+        inspector = OutputInspector(ctx, snapshot.output, self._metrics)
+        stream = inspector.stream(ndjson=ndjson)
+        stream.follow(*last_event(sent, ndjson=ndjson))
+        await self._pump(ctx, upstream, answer, stream, snapshot, chunk or None, ndjson=ndjson)
 
     async def _relay_whole(
         self, ctx: RequestContext, upstream: Answer, inspector: OutputInspector, content_type: str
@@ -283,18 +406,53 @@ class UpstreamClient:
             upstream.reason,
             dated="Date" in upstream.headers,
         )
+        await self._pump(ctx, upstream, answer, stream, ctx.snapshot, None, ndjson=ndjson)
+
+    async def _pump(
+        self,
+        ctx: RequestContext,
+        upstream: Answer,
+        answer: StreamedAnswer,
+        stream: StreamInspector,
+        seen: CompiledPolicy,
+        chunk: bytes | None,
+        *,
+        ndjson: bool,
+    ) -> None:
+        """Relay an inspected stream, event by event, under the policy in force at each chunk."""
+        holder = self._holder
+        rules = seen.rules
+        self._live.add(upstream)
         try:
-            while chunk := await upstream.read():
+            while True:
+                if chunk is None:
+                    try:
+                        chunk = await upstream.read()
+                    except ReadInterrupted:
+                        pass
+                if holder.snapshot is not seen:
+                    seen = holder.snapshot
+                    out = self._follow(ctx, stream, seen, rules)
+                    rules = seen.rules
+                    if out:
+                        await answer.write(out)
+                    if stream.cut:
+                        upstream.close()
+                        break
+                if chunk is None:
+                    continue
+                if not chunk:
+                    out = self._guarded(ctx, stream, stream.close)
+                    if out:
+                        await answer.write(out)
+                    break
                 out = self._guarded(ctx, stream, stream.feed, chunk)
+                chunk = None
                 if out:
                     await answer.write(out)
                 if stream.cut:
                     upstream.close()  # stop generating: nothing more of this answer will be sent
                     break
-            else:
-                out = self._guarded(ctx, stream, stream.close)
-                if out:
-                    await answer.write(out)
             await answer.end()
         except UpstreamFailed:
             await self._aborted(answer, ctx, upstream, sse=not ndjson, ndjson=ndjson)
@@ -303,6 +461,26 @@ class UpstreamClient:
         except asyncio.CancelledError:
             upstream.close()
             raise
+        finally:
+            self._live.discard(upstream)
+
+    def _follow(
+        self, ctx: RequestContext, stream: StreamInspector, snapshot: CompiledPolicy, rules: tuple[Rule, ...]
+    ) -> bytes:
+        """A running inspected stream meets a new snapshot: the closing events when a kill switch now
+        cuts it; otherwise, when the rules changed, the rest is scanned with the new output rules."""
+        try:
+            switch = KillSwitchFilter.cutting_switch(ctx, snapshot)
+            if switch is not None:
+                log.info("running stream %s cut: kill switch %s", ctx.request_id, switch.scope)
+                return stream.stop("kill_switch")
+            if snapshot.rules is not rules:
+                stream.adopt(snapshot.output)
+            return b""
+        except Exception:
+            self._metrics.filter_faults.labels("output_scan").inc()
+            log.exception("a running stream could not follow the new policy; cutting response %s", ctx.request_id)
+            return stream.fail()
 
 
 STREAM_ABORTED = (

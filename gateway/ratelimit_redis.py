@@ -18,6 +18,18 @@ The one slack: tokens spent while a renewal is in flight are charged to the new 
 is smaller, the difference is admitted over the limit — a few requests, only at the moment a bucket
 runs out. When Redis cannot be reached, each replica admits its share of the limit, ⌊limit / R⌋ per
 window (R as last seen), on its own, and leasing resumes when Redis answers.
+
+**Recovery.** When Redis answers again, the first replica to renew must not take the whole limit, or
+the others find it exhausted and refuse (a false 429): so demand is counted per renewal attempt (a failed
+call starts the count again; an outage is not "demand"), and for REPLICA_TTL_MS after recovery the fair
+share divides by at least the R seen before the outage (a restarted Redis has no heartbeats yet, and
+after 5 s of outage the old ones have expired: R would read 1). The first renewal after recovery gives
+back the tokens held since before the outage, less what was admitted locally meanwhile (charged instead).
+
+**Bounded state.** Lease states are kept in LRU order, at most `max_leases` of them (the least recently
+used is given back and dropped past it); a renewal asks only for the buckets used since the last one,
+and each sync looks at no more than SWEEP_LIMIT of the least recently used for leases to give back and
+states to forget, so neither memory nor a sync grows with a flood of distinct keys.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,19 +52,22 @@ log = logging.getLogger(__name__)
 REPLICA_TTL_MS = 5_000
 IDLE_SECONDS = 120.0  # a bucket unused this long is forgotten
 HOLD_SECONDS = 1.0  # a lease unused this long goes back to the fleet
+MAX_LEASES = 100_000  # lease states kept per replica (least recently used dropped past it)
+SWEEP_LIMIT = 2_000  # least recently used states a sync looks at
 
 # KEYS[1] = replicas zset; then per bucket: current-window key, previous-window key.
-# ARGV = now_ms, replica, stale_ms, then per bucket: limit, overlap (0..1), returned, want, ttl_ms.
+# ARGV = now_ms, replica, stale_ms, replicas_floor, then per bucket: limit, overlap (0..1), returned, want,
+# ttl_ms. `returned` may be negative: requests admitted locally while Redis was away, charged.
 _LEASE = """
 local now, replica, stale = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], now, replica)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - stale)
-local replicas = math.max(redis.call('ZCARD', KEYS[1]), 1)
+local replicas = math.max(redis.call('ZCARD', KEYS[1]), tonumber(ARGV[4]), 1)
 local out = {replicas}
 local n = (#KEYS - 1) / 2
 for i = 0, n - 1 do
   local current, previous = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local a = 4 + 5 * i
+  local a = 5 + 5 * i
   local limit, overlap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local returned, want, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), ARGV[a + 4]
   local count = math.max(0, tonumber(redis.call('GET', current) or '0') - returned)
@@ -74,6 +90,7 @@ class _Lease:
     exhausted: bool = False  # the fleet had nothing left at the last lease (until the next renewal)
     attempts: int = 0  # requests seen since the last renewal (the demand signal)
     local_count: int = 0  # admitted in `window` while Redis was away
+    charged: int = 0  # of `local_count`, how many Redis has been told of
     used: float = 0.0  # monotonic time of last use
     inflight: asyncio.Future[None] | None = None
 
@@ -87,16 +104,22 @@ class FleetRateLimiter:
         replica_id: str,
         sync_interval: float = 0.1,
         clock: Callable[[], float] = time.time,
+        max_leases: int = MAX_LEASES,
     ) -> None:
         self._prefix = prefix
         self._replica = replica_id
         self._interval = sync_interval
         self._clock = clock
         self._local = MemoryRateLimiter()
-        self._leases: dict[str, tuple[Bucket, _Lease]] = {}
+        self._leases: OrderedDict[str, tuple[Bucket, _Lease]] = OrderedDict()  # least recently used first
+        self._active: dict[str, tuple[Bucket, _Lease]] = {}  # used since the last renewal
+        self._dropped: list[tuple[Bucket, _Lease]] = []  # dropped while holding tokens: given back next sync
+        self._max = max_leases
         self._script = client.register_script(_LEASE)
         self.replicas = 1
         self.healthy = True
+        self._before_outage = 1  # R when Redis was last reached before an outage
+        self._recovered_at = -math.inf  # monotonic time Redis answered again after an outage
 
     # ----- deciding -----
 
@@ -127,14 +150,26 @@ class FleetRateLimiter:
 
     def _state(self, bucket: Bucket, wall: float, now: float) -> _Lease:
         entry = self._leases.get(bucket.key)
-        state = entry[1] if entry is not None else _Lease()
-        self._leases[bucket.key] = (bucket, state)
+        if entry is None:
+            state = _Lease()
+            self._leases[bucket.key] = (bucket, state)
+            if len(self._leases) > self._max:
+                self._drop(*self._leases.popitem(last=False)[1])
+        else:
+            state = entry[1]
+            self._leases[bucket.key] = (bucket, state)  # the limit may have changed
+            self._leases.move_to_end(bucket.key)
         window = int(wall // bucket.window)
         if window != state.window:  # a lease never outlives its window
-            state.window, state.tokens, state.exhausted, state.local_count = window, 0, False, 0
+            state.window, state.tokens, state.exhausted, state.local_count, state.charged = window, 0, False, 0, 0
         state.attempts += 1
         state.used = now
+        self._active[bucket.key] = (bucket, state)
         return state
+
+    def _drop(self, bucket: Bucket, state: _Lease) -> None:
+        if state.tokens > 0 or state.local_count > state.charged:
+            self._dropped.append((bucket, state))  # its tokens go back (its local admissions are charged)
 
     async def lease(self, buckets: Sequence[Bucket]) -> None:
         """Lease tokens now for the buckets that have none (one request in flight per bucket)."""
@@ -152,7 +187,7 @@ class FleetRateLimiter:
                 asking.append((bucket, state))
         try:
             if asking:
-                await self._call([(bucket, state, 0) for bucket, state in asking])
+                await self._call(asking)
         finally:
             for _, state in asking:
                 if state.inflight is not None and not state.inflight.done():
@@ -170,22 +205,36 @@ class FleetRateLimiter:
             await self.sync()
 
     async def sync(self) -> None:
-        """Renew leases of buckets in use, give back leases unused for HOLD_SECONDS, heartbeat."""
+        """Renew leases of buckets used since the last renewal; give back leases unused for HOLD_SECONDS
+        and forget idle states (looking at SWEEP_LIMIT of the least recently used at most); heartbeat."""
         now = time.monotonic()
-        self._leases = {k: v for k, v in self._leases.items() if now - v[1].used < IDLE_SECONDS}
-        asking = [
-            (bucket, state, state.tokens)
-            for bucket, state in self._leases.values()
-            if state.inflight is None and (state.attempts or (state.tokens and now - state.used > HOLD_SECONDS))
-        ]
+        active, self._active = self._active, {}
+        asking = [(bucket, state) for bucket, state in active.values() if state.inflight is None]
+        asking += self._dropped
+        self._dropped = []
+        for _ in range(min(SWEEP_LIMIT, len(self._leases))):
+            key, (bucket, state) = next(iter(self._leases.items()))
+            idle = now - state.used
+            if idle < HOLD_SECONDS:
+                break
+            if state.tokens > 0 and state.inflight is None:
+                if key not in active:
+                    asking.append((bucket, state))  # unused for a second: back to the fleet
+                self._leases.move_to_end(key)
+            elif state.inflight is not None or (state.local_count > 0 and idle < IDLE_SECONDS):
+                self._leases.move_to_end(key)  # still counts for this replica's local share
+            else:
+                del self._leases[key]
         await self._call(asking)
 
-    async def _call(self, asking: list[tuple[Bucket, _Lease, int]]) -> None:
+    async def _call(self, asking: Sequence[tuple[Bucket, _Lease]]) -> None:
         wall = self._clock()
+        now = time.monotonic()
+        floor = self._before_outage if now - self._recovered_at < REPLICA_TTL_MS / 1000 or not self.healthy else 1
         keys = [self._prefix + "rl:replicas"]
-        args: list[str | int | float] = [int(wall * 1000), self._replica, REPLICA_TTL_MS]
-        sent: list[tuple[_Lease, int, int, int]] = []
-        for bucket, state, returned in asking:
+        args: list[str | int | float] = [int(wall * 1000), self._replica, REPLICA_TTL_MS, floor]
+        sent: list[tuple[_Lease, int, int, int, int]] = []
+        for bucket, state in asking:
             window = int(wall // bucket.window)
             if window != state.window:
                 continue
@@ -193,24 +242,31 @@ class FleetRateLimiter:
             keys += [f"{base}{window}", f"{base}{window - 1}"]
             want = min(bucket.requests, 2 * state.attempts) if state.attempts else 0
             overlap = 1 - (wall % bucket.window) / bucket.window
-            args += [bucket.requests, overlap, returned if self.healthy else 0, want, int(bucket.window * 2000) + 1000]
-            sent.append((state, window, returned, want))
+            held, local = state.tokens, state.local_count
+            # Unspent tokens go back; requests admitted locally while Redis was away are charged.
+            args += [bucket.requests, overlap, held - (local - state.charged), want, int(bucket.window * 2000) + 1000]
+            sent.append((state, window, held, local, want))
         try:
             result = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             if self.healthy:
                 log.warning("rate-limit leasing failed (%s); each replica enforces its share locally", exc)
+                self._before_outage = self.replicas
             self.healthy = False
+            for state, *_ in sent:
+                state.attempts = 0  # demand is counted per renewal: an outage is not demand
             return
         if not self.healthy:
             log.info("rate-limit leasing restored")
+            self._recovered_at = now
         self.healthy = True
         self.replicas = max(1, int(result[0]))
-        for index, (state, window, returned, want) in enumerate(sent):
+        for index, (state, window, held, local, want) in enumerate(sent):
             if state.window != window:
                 continue  # the window rolled during the call: the grant belongs to the old one
-            spent_meanwhile = returned - state.tokens  # spent while the call was in flight
+            spent_meanwhile = held - state.tokens  # spent while the call was in flight
             granted = int(result[1 + index])
             state.tokens = max(0, granted - spent_meanwhile)
             state.exhausted = want > 0 and granted == 0
             state.attempts = 0
+            state.charged = local

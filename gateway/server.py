@@ -7,11 +7,19 @@ cost about 35 µs of CPU per proxied request, a fifth of the gateway's total (do
 admin API, which needs a framework's routing and validation, stays on aiohttp.
 
 Behaviour:
-- HTTP/1.1 keep-alive and pipelining (answers in request order, at most `_MAX_QUEUED` requests parsed
-  ahead before reading pauses); HTTP/1.0, with keep-alive when the client asks for it.
+- HTTP/1.1 keep-alive and pipelining (answers in request order); HTTP/1.0, with keep-alive when the client
+  asks for it. Flow control as uvicorn's: reading pauses as soon as a request's head arrives while another
+  is in progress, and resumes when that one is answered. A connection so holds at most one request body
+  (bounded by `max_body_bytes`) plus what one socket read brought (256 KiB) in pipelined requests; more
+  than `_MAX_QUEUED` requests in one read are refused (503) after the earlier ones are answered. While
+  reading is paused (a pipelining client only), a client that leaves is noticed when its answer is written.
+- The request target's path is put in normal form (gateway/paths.py: merged slashes, dot segments
+  resolved, unreserved escapes decoded) before anything reads it, and the upstream receives that form;
+  a path that cannot be normalised safely (`x%2F..%2F`, `%5C`, a backslash) is refused with 400.
 - Parsing is llhttp's strict mode: Content-Length with Transfer-Encoding, duplicate Content-Length,
   obs-fold, bare CR or LF line ends and the like are refused with 400 before any handler runs. Limits:
-  an 8 KiB request target (414), an 8 KiB header line, 128 headers or 64 KiB of head in all (431).
+  an 8 KiB request target (414), an 8 KiB header line, 128 headers or 64 KiB of head in all (431: the
+  whole head is counted, however it arrives).
   Every refusal made here has the contract's JSON error shape, and the connection is then closed.
 - A handler receives the request once its head is parsed and awaits the body, which is bounded by
   `max_body_bytes` as it arrives; `Expect: 100-continue` is answered when the handler first waits for it.
@@ -19,8 +27,13 @@ Behaviour:
   never completes (slowloris). A client that leaves cancels its request's handler.
 - Answers with a Content-Length are written as such; others are chunked (HTTP/1.1) or end with the
   connection (HTTP/1.0). A head waits to go out with the first body bytes (one write for a small answer).
-- A write that finds the connection's buffer above its high-water mark waits for it to drain for at
-  most `write_timeout`; a client that stops reading for that long is dropped.
+- A write that finds the connection's buffer above its high-water mark (64 KiB, and at most 64 KiB unsent
+  in the kernel: TCP_NOTSENT_LOWAT) waits for it to drain for at most `write_timeout`; a client that stops
+  reading for that long is dropped. An answer written whole waits the same way before the next request,
+  and a close that cannot flush within `write_timeout` is cut, so a client that stops reading pins at
+  most about 128 KiB, and only until `write_timeout`.
+- At most `max_connections` connections at once (default: half the open-file limit, less 128); one over
+  it is answered 503 (`too_many_connections`) at once and closed.
 - A connection the server closes (after `Connection: close`, HTTP/1.0, a body it did not read, a
   refusal) gets a lingering half-close, so that a client still sending reads the answer, not a reset.
 - `close(grace)` stops accepting, closes idle connections, lets requests in progress finish for up to
@@ -35,6 +48,8 @@ import http
 import itertools
 import logging
 import os
+import resource
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -47,14 +62,20 @@ import httptools
 import orjson
 from multidict import CIMultiDict
 
+from gateway.paths import BadPath, is_normal_candidate, normal_path
+
 log = logging.getLogger(__name__)
 
 MAX_TARGET_BYTES = 8 * 1024
 MAX_FIELD_BYTES = 8 * 1024
 MAX_HEADERS = 128
 MAX_HEAD_BYTES = 64 * 1024
-_MAX_QUEUED = 16  # pipelined requests parsed ahead of their turn before reading pauses
+_MAX_QUEUED = 16  # requests queued on one connection (all from one socket read: reading pauses at the 2nd)
+_HIGH_WATER = 64 * 1024  # the transport's write buffer: writers wait above this
+_LOW_WATER = 16 * 1024
+_NOTSENT_LOWAT = 64 * 1024  # unsent bytes the kernel takes before the socket stops being writable
 _LINGER_SECONDS = 1.0
+_TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS
 _BODILESS_STATUS = frozenset({204, 304})
 
 
@@ -200,6 +221,10 @@ class HttpRequest:
     def body_complete(self) -> bool:
         return self._complete
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self._size if self._error is None else 0
+
     async def body(self) -> bytes:
         """The whole body (raises BodyTooLarge past the limit, MalformedBody on bad framing, and
         ConnectionResetError if the client leaves first)."""
@@ -330,10 +355,17 @@ class _Connection(asyncio.Protocol):
         self._idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._in_head = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the head being parsed: its target and complete header lines
+        self._head_reads = 0  # whole reads that found a head incomplete and left it so
+        self._messages = 0  # heads begun on this connection
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._refusal: Response | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Request body bytes this connection holds (answered ones excluded)."""
+        return sum(item.buffered_bytes for item in self._queue if isinstance(item, HttpRequest))
 
     # --- asyncio.Protocol ---
 
@@ -341,6 +373,14 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) and peer else ""
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER, low=_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _TCP_NOTSENT_LOWAT is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket, or an OS without it
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
+        if len(self.server.connections) >= self.server.max_connections:
+            self._over_capacity()
+            return
         self.server.connections.add(self)
         self._idle_since = self.loop.time()
         self._timer = self.loop.call_later(self.server.idle_timeout, self._check_idle)
@@ -377,6 +417,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped_reading:
             return
+        in_head, messages = self._in_head, self._messages
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -388,34 +429,40 @@ class _Connection(asyncio.Protocol):
                 refusal = error_response(400, "invalid_request", f"Malformed HTTP request: {exc}.")
             self._refuse(refusal)
             return
-        if self._in_head:  # a head is still incomplete after this read
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
+        if in_head and self._in_head and messages == self._messages:
+            # The same head was incomplete before and after this read, so all of it was head: a header
+            # line still being received counts too (llhttp reports a line only once it is complete).
+            self._head_reads += len(data)
+            if self._head_reads > MAX_HEAD_BYTES:
                 self._refuse(error_response(431, "request_header_too_large", "The request's headers are too large."))
 
     # --- llhttp callbacks ---
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._messages += 1
         self._head_bytes = 0
+        self._head_reads = 0
         self._target = b""
         self._headers = []
 
     def on_url(self, target: bytes) -> None:
         self._target += target
+        self._head_bytes += len(target)
         if len(self._target) > MAX_TARGET_BYTES:
             self._refusal = error_response(414, "request_target_too_long", "The request target is too long.")
             raise ValueError("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_FIELD_BYTES or len(self._headers) >= MAX_HEADERS:
+        size = len(name) + len(value)
+        self._head_bytes += size + 4  # `: ` and CRLF
+        if size > MAX_FIELD_BYTES or len(self._headers) >= MAX_HEADERS or self._head_bytes > MAX_HEAD_BYTES:
             self._refusal = error_response(431, "request_header_too_large", "The request's headers are too large.")
             raise ValueError("header too large")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
         parser = self._parser
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
@@ -427,6 +474,12 @@ class _Connection(asyncio.Protocol):
             self._refusal = error_response(400, "invalid_request", "Malformed request target.")
             raise
         raw_path = (url.path or b"/").decode("utf-8", "surrogateescape")
+        if is_normal_candidate(raw_path):
+            try:
+                raw_path = normal_path(raw_path)
+            except BadPath as bad:
+                self._refusal = error_response(400, "invalid_path", f"The request path has {bad}.")
+                raise
         path = unquote(raw_path, errors="surrogateescape") if "%" in raw_path else raw_path
         if url.query is not None:
             raw_path = f"{raw_path}?{url.query.decode('utf-8', 'surrogateescape')}"
@@ -451,8 +504,8 @@ class _Connection(asyncio.Protocol):
             parser.should_keep_alive(),
             self.server.max_body_bytes,
         )
+        self._enqueue(request)  # may refuse it (too many pipelined): then it was never incoming
         self._incoming = request
-        self._enqueue(request)
 
     def on_body(self, body: bytes) -> None:
         if self._incoming is not None:
@@ -466,12 +519,50 @@ class _Connection(asyncio.Protocol):
     # --- serving ---
 
     def _enqueue(self, item: HttpRequest | _Refused) -> None:
+        if isinstance(item, HttpRequest) and len(self._queue) >= _MAX_QUEUED:
+            # llhttp parses a whole read at once: a read full of tiny pipelined requests stops here
+            self._refusal = error_response(
+                503,
+                "too_many_pipelined_requests",
+                f"More than {_MAX_QUEUED} pipelined requests; send the rest again.",
+                kind="service_unavailable",
+                action="overloaded",
+            )
+            raise ValueError("too many pipelined requests")
         self._queue.append(item)
-        if len(self._queue) > _MAX_QUEUED and not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if len(self._queue) > 1:  # a request ahead of its turn: read no more until its turn comes
+            self._pause_reading()
         if self._task is None:
             self._task = self.loop.create_task(self._serve())
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _over_capacity(self) -> None:
+        """A connection over the server's cap: answered 503 at once, then closed (with the lingering
+        half-close, so that a request the client sends meanwhile does not turn the answer into a reset)."""
+        self.server.refused_connections += 1
+        response = error_response(
+            503,
+            "too_many_connections",
+            "The gateway is at its connection limit; retry shortly.",
+            kind="service_unavailable",
+            action="overloaded",
+        )
+        if isinstance(response.headers, list):
+            response.headers.append(("Retry-After", "1"))
+        self._stopped_reading = True
+        refused = _Refused(response)
+        with contextlib.suppress(ConnectionResetError):
+            self.write(self.complete(refused, response))
+        self._finish()
 
     def _refuse(self, response: Response) -> None:
         """Refuse at the protocol level: no more requests are read from this connection."""
@@ -505,6 +596,8 @@ class _Connection(asyncio.Protocol):
                     return
                 await self._answer(item)
                 self._queue.popleft()
+                if self.writing_paused:  # an answer written whole to a client that is behind
+                    await self.drain()
                 if not item.finished:
                     self.abort()  # an answer cut short (the upstream broke off): the client must see it end early
                     return
@@ -512,9 +605,8 @@ class _Connection(asyncio.Protocol):
                     self._finish()
                     return
                 self._idle_since = self.loop.time()
-                if self._reading_paused and len(self._queue) <= _MAX_QUEUED // 2 and self.transport is not None:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
+                if len(self._queue) <= 1:  # the next request (if any) is now in progress: read its body
+                    self._resume_reading()
         except (ConnectionResetError, asyncio.CancelledError):
             self.abort()
         except Exception:  # an answer that could not even be written (say, unencodable headers)
@@ -553,6 +645,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         self._stopped_reading = True
+        self._resume_reading()  # read and drop: unread bytes at close would reset the connection
         with contextlib.suppress(OSError, RuntimeError):
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -641,11 +734,22 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.close()
+            self.transport.close()  # flushes what is buffered first, if the client reads it
+            if self.transport.get_write_buffer_size():  # it may not: then the buffer is not kept for ever
+                self.loop.call_later(self.server.write_timeout, self.abort)
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.abort()
+
+
+def default_max_connections() -> int:
+    """Half the process's open-file limit, less 128: each client connection may hold an upstream one, and
+    the admin listener, the store and log files need descriptors too."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 65536
+    return max(16, soft // 2 - 128)
 
 
 class DataPlaneServer:
@@ -659,11 +763,14 @@ class DataPlaneServer:
         max_body_bytes: int,
         idle_timeout: float = 75.0,
         write_timeout: float = 60.0,
+        max_connections: int | None = None,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
+        self.max_connections = max_connections if max_connections is not None else default_max_connections()
+        self.refused_connections = 0  # connections answered 503 for being over max_connections
         self.connections: set[_Connection] = set()
         self.closing = False
         self._server: asyncio.AbstractServer | None = None

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     client_write_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 75.0
+    # data-plane connections at once (over it: 503 and close); None: half the open-file limit, less 128
+    max_connections: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    # upstream connections per origin (one slow upstream never starves another), and how long a request
+    # waits for one before 503 upstream_busy
+    upstream_connections_per_origin: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    upstream_queue_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
     state_dir: Path = Path(".containment")
     admin_tokens: Annotated[list[AdminToken], NoDecode] = []
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -89,6 +95,8 @@ class Settings(BaseSettings):
     forensic_max_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 4 * 3600
     max_response_scan_bytes: Annotated[int, Field(ge=1024, le=1 << 31)] = 16 * 1024 * 1024
     regex_budget_ms: Annotated[float, Field(gt=0, le=1000)] = 25.0
+    # all the regex searches of one request, summed over its texts and views (past it: 503, fail closed)
+    regex_request_budget_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0
     matcher_backend: Literal["auto", "ahocorasick", "hyperscan"] = "auto"
     tenants: dict[str, str] = {}
     trusted_proxies: Annotated[list[str], NoDecode] = []

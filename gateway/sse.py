@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
+_BOM = b"\xef\xbb\xbf"
+# A blank line: two line terminators (CRLF, LF or CR) in a row, in every combination (the upstream
+# chooses; a missed combination would merge two events into one, hiding the second from its scanner).
+_BOUNDARY = re.compile(rb"\r\n\r\n|\r\n\n|\r\n\r|\n\r\n|\n\n|\n\r|\r\r\n|\r\r")
 _LINE = re.compile(r"\r\n|\n|\r")
 
 
@@ -50,8 +53,17 @@ class SSEParser:
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""
         self._max = max_event_bytes
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if not self._started:  # a BOM before the first event is not part of it (the spec strips it)
+            head = self._buffer + chunk
+            if len(head) < 3 and _BOM.startswith(head):
+                self._buffer = head
+                return []
+            self._started = True
+            self._buffer = b""
+            chunk = head[3:] if head.startswith(_BOM) else head
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             return self._feed_any(buffer)
@@ -72,8 +84,8 @@ class SSEParser:
         start = 0
         while True:
             found = _BOUNDARY.search(buffer, start)
-            if found is None:
-                break
+            if found is None or (found.end() == len(buffer) and buffer.endswith(b"\r")):
+                break  # none yet, or a CR that a LF in the next chunk may join: decided then
             events.append(parse_event(buffer[start : found.end()]))
             start = found.end()
         self._buffer = buffer[start:]
@@ -96,8 +108,17 @@ class NDJSONParser:
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""
         self._max = max_event_bytes
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if not self._started:  # a BOM before the first event is not part of it (the spec strips it)
+            head = self._buffer + chunk
+            if len(head) < 3 and _BOM.startswith(head):
+                self._buffer = head
+                return []
+            self._started = True
+            self._buffer = b""
+            chunk = head[3:] if head.startswith(_BOM) else head
         buffer = self._buffer + chunk if self._buffer else chunk
         lines = buffer.split(b"\n")
         self._buffer = lines.pop()

@@ -12,6 +12,11 @@ Behaviour:
   a new connection: that is the keep-alive race (the upstream closed an idle connection as the request
   was sent), and the request did not reach a handler that answered.
 - `connect_timeout` bounds opening a connection; `read_timeout` bounds each wait for answer bytes.
+- Each origin has its own limit of connections in use (`limit`, per origin): slow answers from one
+  upstream never hold up requests to another. A request that finds its origin's limit reached waits at
+  most `queue_timeout` seconds for a connection, then fails with UpstreamBusy (the proxy answers 503).
+- `Answer.interrupt()` wakes a relay waiting for answer bytes (ReadInterrupted): the proxy re-reads the
+  policy snapshot of a running stream when it changes, even while the upstream is quiet.
 - The answer's body is buffered up to `_HIGH_WATER` bytes; past that, reading from the upstream pauses
   until the relay catches up (a slow client slows the upstream instead of growing memory).
 - `decode=True` inflates gzip/deflate bodies (the answer is then relayed plain); other codings fail
@@ -42,6 +47,14 @@ class UpstreamFailed(Exception):
 
 class UpstreamTimeout(UpstreamFailed):
     """Connecting took longer than the connect timeout, or no answer bytes came within the read timeout."""
+
+
+class UpstreamBusy(UpstreamFailed):
+    """Every connection this origin may use was busy for the whole queue wait."""
+
+
+class ReadInterrupted(Exception):
+    """A wait for answer bytes was interrupted by `Answer.interrupt()`: nothing is lost, read again."""
 
 
 class UndecodableAnswer(UpstreamFailed):
@@ -101,6 +114,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
         self._head_only = False
+        self._interrupted = False
 
     # --- asyncio.Protocol ---
 
@@ -201,6 +215,10 @@ class _Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+            if self._interrupted:
+                self._interrupted = False
+                if not self._chunks and self.error is None and not self.complete:
+                    raise ReadInterrupted
         chunks = self._chunks
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
@@ -209,6 +227,13 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return data
+
+    def interrupt(self) -> None:
+        """Wake a read waiting for bytes: it raises ReadInterrupted (nothing of the answer is lost)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._interrupted = True
+            waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -315,6 +340,11 @@ class Answer:
                 if inflated := self._inflate.decompress(data):
                     return inflated
 
+    def interrupt(self) -> None:
+        """Wake a `read()` that waits for bytes: it raises ReadInterrupted; the next read goes on."""
+        if self._connection is not None:
+            self._connection.interrupt()
+
     def release(self) -> None:
         """Done with the answer: its connection goes back to the pool if it was read to the end."""
         connection, self._connection = self._connection, None
@@ -330,7 +360,8 @@ class Answer:
 
 
 class UpstreamPool:
-    """Keep-alive connections per origin, at most `limit` in use at once."""
+    """Keep-alive connections per origin, at most `limit` in use at once per origin; a request waits at
+    most `queue_timeout` seconds for one of its origin's connections."""
 
     def __init__(
         self,
@@ -338,25 +369,38 @@ class UpstreamPool:
         connect_timeout: float,
         read_timeout: float,
         limit: int = 1024,
+        queue_timeout: float = 2.0,
         keepalive_seconds: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._keepalive = keepalive_seconds
-        self._slots = asyncio.Semaphore(limit)
+        self._limit = limit
+        self._queue_timeout = queue_timeout
+        self._slots: dict[Origin, asyncio.Semaphore] = {}
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
         self._ssl = ssl_context
         self._closed = False
 
     async def request(self, origin: Origin, method: str, head: bytes, body: bytes, *, decode: bool = False) -> Answer:
         """Send `head` (the request line and headers, ending in a blank line) and `body`; return once the
-        answer's status and headers are in. Raises UpstreamTimeout or UpstreamFailed."""
-        await self._slots.acquire()
+        answer's status and headers are in. Raises UpstreamBusy, UpstreamTimeout or UpstreamFailed."""
+        slots = self._slots.get(origin)
+        if slots is None:
+            slots = self._slots[origin] = asyncio.Semaphore(self._limit)
+        if slots.locked():  # every connection of this origin is in use: wait, but not for ever
+            try:
+                async with asyncio.timeout(self._queue_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise UpstreamBusy(f"all {self._limit} connections to this upstream stayed busy") from None
+        else:
+            await slots.acquire()
         try:
             return await self._exchange(origin, method, head + body if body else head, decode)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
 
     async def _exchange(self, origin: Origin, method: str, data: bytes, decode: bool) -> Answer:
@@ -415,7 +459,7 @@ class UpstreamPool:
         return None
 
     def put(self, connection: _Connection) -> None:
-        self._slots.release()
+        self._slots[connection.origin].release()
         if self._closed or not connection.reusable():
             connection.close()
             return

@@ -40,6 +40,7 @@ COMPILED = (
     "gateway.json_escapes",
     "gateway.metrics",
     "gateway.output_formats",
+    "gateway.paths",
     "gateway.proxy",
     "gateway.ratelimit",
     "gateway.refusals",

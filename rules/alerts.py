@@ -11,6 +11,10 @@ traffic on both sides to tell), stays open while it does, and says what, since w
 | `report_volume` | user reports per minute are over 3× the baseline's + 1, and at least 5 came in |
 | `classifier_score` | the share of answers the upstream's content filter flagged (severity medium or
   high, or filtered) is over 3× the baseline's and 5 points above it |
+
+Other parts of the process raise alerts of their own with `raise_alert` (`store_reseeded`: Redis held
+less than this replica knew and was re-seeded from it, see rules/store_lineage.py); such an alert stays
+open for `RAISED_HOLD` seconds after it was last raised.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ WINDOW = 5 * 60
 BASELINE = 60 * 60
 MIN_REQUESTS = 20
 MIN_REPORTS = 5
+RAISED_HOLD = 60 * 60
 
 
 @dataclass(slots=True)
@@ -53,6 +58,8 @@ class Alert:
     since: datetime
     baseline: float
     now: float
+    window: int = WINDOW
+    baseline_window: int = BASELINE
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,8 +68,8 @@ class Alert:
             "since": self.since.isoformat().replace("+00:00", "Z"),
             "baseline": round(self.baseline, 4),
             "now": round(self.now, 4),
-            "window_seconds": WINDOW,
-            "baseline_seconds": BASELINE,
+            "window_seconds": self.window,
+            "baseline_seconds": self.baseline_window,
         }
 
 
@@ -71,6 +78,11 @@ class AnomalyDetector:
     clock: Callable[[], float] = time.time
     _minutes: dict[int, _Minute] = field(default_factory=dict)
     _since: dict[str, float] = field(default_factory=dict)
+    _raised: dict[str, tuple[Alert, float]] = field(default_factory=dict)
+
+    def raise_alert(self, kind: str, what: str, *, since: datetime, baseline: float, now: float) -> None:
+        """Open (or renew) an alert that is not computed from traffic; it closes RAISED_HOLD seconds later."""
+        self._raised[kind] = (Alert(kind, what, since, baseline, now, RAISED_HOLD, 0), self.clock() + RAISED_HOLD)
 
     def _now_minute(self) -> _Minute:
         minute = int(self.clock() // 60)
@@ -128,7 +140,9 @@ class AnomalyDetector:
                 found["classifier_score"] = (what, flag_base, flag_now)
         current = self.clock()
         self._since = {kind: self._since.get(kind, current) for kind in found}
-        return [
+        self._raised = {kind: held for kind, held in self._raised.items() if held[1] > current}
+        computed = [
             Alert(kind, what, datetime.fromtimestamp(self._since[kind], UTC), baseline, now_value)
             for kind, (what, baseline, now_value) in sorted(found.items())
         ]
+        return computed + [alert for _, (alert, _) in sorted(self._raised.items())]

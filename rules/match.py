@@ -1,9 +1,11 @@
 """Matching one direction's rules against a text: literals in one Aho-Corasick automaton over the compact
-view, regexes (compiled once per snapshot) over the light view, each search under a time budget."""
+view, regexes (compiled once per snapshot) over the light view, each search under a time budget and, given
+a `RegexBudget`, all the searches of one request under a total budget."""
 
 from __future__ import annotations
 
 import string
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -12,16 +14,31 @@ import regex
 
 from rules.literal_index import LiteralIndex, build_index
 from rules.model import Rule
-from rules.normalize import CompactDetail, TextView, ViewKind, breaks, compact, pattern_gaps
+from rules.normalize import CompactDetail, TextView, ViewKind, breaks, compact, has_blanks, pattern_gaps
 from rules.regex_prefilter import required_factors
 
 DEFAULT_REGEX_BUDGET = 0.025  # seconds per regex search
+DEFAULT_REQUEST_REGEX_BUDGET = 0.2  # seconds of regex searching per request, summed over its texts
 PARTIAL_LIMIT = 16  # block regexes a stream looks for partial matches of (see Matcher.partial_starts)
 REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.VERSION0
 
 
 class RegexTimeout(Exception):
-    """A regex exceeded its time budget on real traffic; the caller fails closed."""
+    """A regex exceeded its time budget (one search's, or the request's total) on real traffic; the caller
+    fails closed."""
+
+
+class RegexBudget:
+    """What is left of one request's regex time, charged by every search made for it (in any text, any
+    view): a request of many texts cannot multiply the per-search budget. Used by one request at a time."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, seconds: float) -> None:
+        self.remaining = seconds
+
+    def charge(self, seconds: float) -> None:
+        self.remaining -= seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +55,23 @@ class Hit:
 
 
 _NO_GAPS: frozenset[int] = frozenset()
+
+
+def _slack(detail: CompactDetail, position: int, step: int, limit: int = 4) -> int:
+    """Letters of the same word before view position `position` (step -1) or from it on (step 1), up to
+    `limit`."""
+    count = 0
+    length = len(detail.text)
+    while count < limit:
+        if step < 0:
+            if position - count <= 0 or detail.begins(position - count):
+                break
+        elif position + count >= length or detail.ends(position + count):
+            break
+        count += 1
+    return count
+
+
 # Characters a pattern may have between its words without them counting as its own punctuation.
 _PLAIN_GAPS = str.maketrans("", "", " \t\n-_'’")
 _EDGES = string.punctuation + string.whitespace
@@ -120,9 +154,12 @@ class Matcher:
     def has_regex(self) -> bool:
         return bool(self._regexes)
 
-    def scan(self, text: TextView, accept: Callable[[Rule], bool] | None = None) -> Iterator[Hit]:
+    def scan(
+        self, text: TextView, accept: Callable[[Rule], bool] | None = None, budget: RegexBudget | None = None
+    ) -> Iterator[Hit]:
         """Every hit in `text` of a rule that `accept` (if given) lets through: literals in each compact
-        view (the same rule at the same original span is reported once), then regexes."""
+        view (the same rule at the same original span is reported once), then regexes (charged to
+        `budget` when given)."""
         if self._index is not None:
             seen: set[tuple[str, int, int]] | None = None
             extra = text.extra_views()
@@ -139,10 +176,13 @@ class Matcher:
                         seen.add(key)
                         yield hit
         if self._regexes:
-            yield from self.scan_regexes(text.light, accept)
+            yield from self.scan_regexes(text.light, accept, budget=budget)
             if not text.text.isascii() and any(kind == "tags" for kind, _ in text.extra_views()):
-                for hit in self.scan_regexes(text.detail("light_tags").text, accept):
+                for hit in self.scan_regexes(text.detail("light_tags").text, accept, budget=budget):
                     yield Hit(hit.rule, hit.start, hit.end, "light_tags")
+            if not text.text.isascii() and has_blanks(text.text):  # `disregardㅤpriorㅤrules`
+                for hit in self.scan_regexes(text.detail("light_spaced").text, accept, budget=budget):
+                    yield Hit(hit.rule, hit.start, hit.end, "light_spaced")
 
     def scan_literals(
         self,
@@ -165,7 +205,7 @@ class Matcher:
             crossed = self._breaks(text, detail, start, end) if length > 1 and kind != "tags" else ()
             whole_word = True
             if any_bounded:
-                if undecided is not None and end == len(view):
+                if undecided is not None and end == len(view) and not detail.ends_with_separator():
                     whole_word = False
                     undecided.append(start)
                 else:
@@ -186,12 +226,14 @@ class Matcher:
 
     @staticmethod
     def _anchored(detail: CompactDetail, start: int, end: int, length: int, undecided: list[int] | None) -> bool:
-        if detail.begins(start):
-            return True
-        if end == length and undecided is not None:
+        if end == length and undecided is not None and not detail.ends_with_separator():
             undecided.append(start)  # the next piece says whether the phrase ends a word
             return False
-        return detail.ends(end)
+        # A few letters glued to its ends (`zsynthesize nerve agentz`, `resynthesize ... agents`, `pipe
+        # bombing`) still make the phrase; more (`Jordan modernized` for `DAN mode`, `pipe bombarded`) do not.
+        before = _slack(detail, start, -1)
+        after = _slack(detail, end, 1)
+        return before <= 2 and before + after <= 3
 
     @staticmethod
     def _breaks(text: TextView, detail: CompactDetail, start: int, end: int) -> tuple[int, ...]:
@@ -249,17 +291,43 @@ class Matcher:
         return found
 
     def scan_regexes(
-        self, view: str, accept: Callable[[Rule], bool] | None = None, candidates: Sequence[int] | None = None
+        self,
+        view: str,
+        accept: Callable[[Rule], bool] | None = None,
+        candidates: Sequence[int] | None = None,
+        budget: RegexBudget | None = None,
     ) -> Iterator[Hit]:
         """Regex hits in a light view: of the regexes `candidates` names, or else of those the prefilter
-        finds candidates in `view`."""
+        finds candidates in `view`. Each search runs under the per-search budget, or what is left of
+        `budget` if that is less, and its time is charged to `budget`; over either, RegexTimeout."""
         for index in self._candidates(view) if candidates is None else candidates:
             rule, pattern = self._regexes[index]
             if accept is not None and not accept(rule):
                 continue
-            try:
-                for found in pattern.finditer(view, timeout=self._budget):
-                    if found.end() > found.start():
-                        yield Hit(rule, found.start(), found.end(), "light")
-            except TimeoutError:
-                raise RegexTimeout(rule.id) from None
+            if budget is None:
+                spans = _search(pattern, view, self._budget, rule)
+            else:
+                limit = min(self._budget, budget.remaining)
+                if limit <= 0:
+                    raise RegexTimeout(rule.id)
+                started = time.perf_counter()
+                try:
+                    spans = _search(pattern, view, limit, rule)
+                finally:
+                    budget.charge(time.perf_counter() - started)
+            for start, end in spans:
+                yield Hit(rule, start, end, "light")
+
+
+def _search(pattern: regex.Pattern[str], view: str, timeout: float, rule: Rule) -> list[tuple[int, int]]:
+    """The non-empty matches of one regex, all found before any is reported (the module's timeout runs
+    from the start of the iteration, so a caller's work between hits must not count). `concurrent=True`:
+    the search releases the GIL, so a scan in a worker thread leaves the event loop free."""
+    try:
+        return [
+            found.span()
+            for found in pattern.finditer(view, timeout=timeout, concurrent=True)
+            if found.end() > found.start()
+        ]
+    except TimeoutError:
+        raise RegexTimeout(rule.id) from None

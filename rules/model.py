@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from rules.controls import AccessPolicy, RateLimitPolicy, SamplingPolicy
 
@@ -23,6 +32,7 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 ShortText = Annotated[str, Field(max_length=2000)]
 
 MAX_PATTERN_CHARS = 4096
+MAX_REASON_BYTES = 1024
 SCOPE_PATTERN = re.compile(r"^(global|(route|model|tenant|key):[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})$")
 
 
@@ -37,6 +47,23 @@ def iso(moment: datetime) -> str:
 
 def new_rule_id() -> str:
     return "r_" + os.urandom(8).hex()
+
+
+def capped_reason(value: str) -> str:
+    """A change's reason is for the audit log, not a payload: at most 1 KiB of UTF-8."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_REASON_BYTES:
+        raise ValueError(f"at most {MAX_REASON_BYTES} bytes (1 KiB) of UTF-8; this one has {size}")
+    return value
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_BYTES), AfterValidator(capped_reason)]
+
+
+def not_past(value: datetime | None) -> datetime | None:
+    if value is not None and value <= utcnow():
+        raise ValueError(f"{iso(value)} has already passed: a rule that has expired would never match")
+    return value
 
 
 class Scope(BaseModel):
@@ -69,6 +96,8 @@ class RuleSpec(BaseModel):
     scope: Scope | None = None
     expires_at: AwareDatetime | None = None  # a naive time would be read differently per replica
     ttl_seconds: Annotated[int, Field(gt=0, le=10 * 365 * 86400)] | None = None
+
+    _expires = field_validator("expires_at")(not_past)
 
     @model_validator(mode="after")
     def _one_expiry(self) -> RuleSpec:
@@ -112,7 +141,7 @@ class RulePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Reason
     action: Action | None = None
     applies_to: Direction | None = None
     category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
@@ -149,6 +178,9 @@ class RulePatch(BaseModel):
 
 
 KillMode = Literal["reject", "canned"]
+# What an engaged switch does to answers already streaming in its scope: cut them (the default), or let
+# them finish (only new requests are refused).
+RunningStreams = Literal["cut", "finish"]
 
 
 class KillSwitchSpec(BaseModel):
@@ -157,11 +189,12 @@ class KillSwitchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     engaged: bool
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Reason
     mode: KillMode = "reject"
     message: ShortText | None = None
     ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400)] | None = None
     incident_id: Name | None = None
+    running_streams: RunningStreams = "cut"
 
 
 class KillSwitch(BaseModel):
@@ -177,6 +210,7 @@ class KillSwitch(BaseModel):
     engaged_by: str
     expires_at: datetime | None = None
     incident_id: str | None = None
+    running_streams: RunningStreams = "cut"
 
     def active(self, now: datetime) -> bool:
         return self.expires_at is None or self.expires_at > now

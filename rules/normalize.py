@@ -58,7 +58,7 @@ _INVISIBLE = regex.compile(r"[\p{M}\p{Cf}\p{Default_Ignorable_Code_Point}\U000E0
 _NOT_WORD = regex.compile(r"[^\p{L}\p{N}]+")
 _PARENTHESIZED = regex.compile(r"^\((\w{1,2})\)$")
 
-ViewKind = Literal["compact", "symbols", "tags", "light", "light_tags"]
+ViewKind = Literal["compact", "symbols", "tags", "tags_inline", "light", "light_tags", "light_spaced"]
 
 
 def _load_confusables() -> dict[str, str]:
@@ -95,9 +95,18 @@ _LETTER_LIKE = regex.compile(
     r"^(?:LATIN LETTER SMALL CAPITAL|REGIONAL INDICATOR SYMBOL LETTER|"
     r"NEGATIVE (?:SQUARED|CIRCLED) LATIN CAPITAL LETTER|LATIN (?:SMALL|CAPITAL) LETTER DOTLESS|"
     r"LATIN SMALL LETTER SCRIPT) ([A-Z])$"
-    r"|^LATIN (?:SMALL|CAPITAL) LETTER ([A-Z]) WITH (?:STROKE|BAR|HOOK|TAIL|CURL|MIDDLE TILDE|BELT|"
-    r"RETROFLEX HOOK|PALATAL HOOK|DIAGONAL STROKE|LONG LEG|FLOURISH|SWASH TAIL|TOPBAR|DESCENDER|"
-    r"LOOP|HIGH STROKE|STROKE THROUGH DESCENDER|DOT ABOVE AND STROKE|INVERTED LAZY S)(?: AND .*)?$"
+    # any decorated Latin letter NFKD leaves whole: stroke, bar, oblique stroke, hook, fishhook, tail, ...
+    r"|^LATIN (?:SMALL|CAPITAL) LETTER ([A-Z]) WITH .*$"
+)
+
+# "Fancy text" alphabets that text generators offer and the confusables table does not pair: Canadian
+# syllabics, CJK and Bopomofo look-alikes, and Cyrillic letters used for the Latin letter they resemble.
+_FANCY = dict(
+    zip(
+        "ᗩᗷᑕᗪᖴᕼᒍᒪᗰᑎᑭᑫᖇᔕᑌᐯᗯ᙭ᘔ卂乃匚乇千Ꮆ卄丨ﾌҜㄥ爪几ㄖ卩Ɋ尺丂ㄒㄩ山乂ㄚ乙явнпкшŋ",
+        "abcdfhjlmnpqrsuvwxzabcefghijklmnopqrstuwxyzrbhnkwn",
+        strict=True,
+    )
 )
 
 
@@ -117,7 +126,7 @@ def _build_table() -> tuple[dict[str, str], dict[str, str]]:
     """(compact, light) glyph → ASCII tables, looked up on NFKD characters before and after casefold.
     The compact table folds `l` to `i`; the light table keeps `l` but reads capital-I look-alikes as `i`."""
     table: dict[str, str] = {}
-    for glyph, target in (_load_confusables() | _letter_likes()).items():
+    for glyph, target in (_load_confusables() | _letter_likes() | _FANCY).items():
         key = unicodedata.normalize("NFKD", glyph)
         key = _INVISIBLE.sub("", key)
         if len(key) == 1 and not key.isascii() and not _INVISIBLE.match(key):
@@ -372,8 +381,23 @@ def light(text: str) -> str:
     return "".join(_light_char(char) for char in text)
 
 
+# Invisible or blank characters an adversary may put between words instead of a space: removed in the
+# light view (they also stand between letters), read as a space in a second one (`light_spaced`).
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u200b\u00ad\u2060\u180e\ufeff")
+
+
+def has_blanks(text: str) -> bool:
+    return not _BLANKS.isdisjoint(text)
+
+
+def light_spaced(text: str) -> str:
+    return "".join(" " if char in _BLANKS else _light_char(char) for char in text)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _light_char(char: str) -> str:
+    if unicodedata.category(char) == "Zs":
+        return " "  # every space separator is a space (U+1680, U+3000, ...)
     if _INVISIBLE.match(char):
         return ""
     decomposed = unicodedata.normalize("NFKD", char)
@@ -385,6 +409,14 @@ def _light_char(char: str) -> str:
 
 def has_tags(text: str) -> bool:
     return _TAGS.search(text) is not None
+
+
+def tags_in_place(text: str) -> str:
+    """The text with each tag character replaced by the ASCII character it encodes (same length)."""
+    return text.translate(_TAG_DECODE)
+
+
+_TAG_DECODE = {code: chr(code - 0xE0000) for code in range(0xE0020, 0xE007F)}
 
 
 def tag_text(text: str) -> tuple[str, list[int]]:
@@ -499,6 +531,10 @@ class Detail:
         """Whether the view span [start, end) stands as a whole word in the original."""
         return self.begins(start) and self.ends(end)
 
+    def ends_with_separator(self) -> bool:
+        """Whether a separator follows the last view character (so a word there has ended)."""
+        return self.trailing_boundary and bool(self.text)
+
 
 def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True, symbols: bool = True) -> Detail:
     out, origin, boundary, soft, trailing = compact_maps(text, offset, boundary_at_start, symbols)
@@ -512,11 +548,11 @@ def tags_detail(text: str) -> Detail:
     return Detail(out, mapped, tuple(boundary), tuple(soft), len(text), trailing)
 
 
-def light_detail(text: str) -> Detail:
+def light_detail(text: str, spaced: bool = False) -> Detail:
     out: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(text):
-        folded = light(char)
+        folded = " " if spaced and char in _BLANKS else light(char)
         out.append(folded)
         origin.extend([index] * len(folded))
     view = "".join(out)
@@ -612,6 +648,9 @@ class AsciiDetail:
     def is_word(self, start: int, end: int) -> bool:
         return self.begins(start) and self.ends(end)
 
+    def ends_with_separator(self) -> bool:
+        return self._mask.endswith("s") and bool(self.text)
+
 
 def _ascii_mask(symbols_are_letters: bool) -> dict[int, str | None]:
     mask: dict[int, str | None] = {}
@@ -668,7 +707,8 @@ class TextView:
                 if view != self.compact:
                     extra.append(("symbols", view))
             if not self.text.isascii() and _TAGS.search(self.text):
-                extra.append(("tags", compact(tag_text(self.text)[0])))
+                extra.append(("tags", compact(tag_text(self.text)[0])))  # the hidden text alone
+                extra.append(("tags_inline", compact(tags_in_place(self.text))))  # `sa` + tags(`rin`)
             self._extra = extra
         return self._extra
 
@@ -686,8 +726,20 @@ class TextView:
                     found = compact_detail(self.text, symbols=False)
             elif kind == "tags":
                 found = tags_detail(self.text)
-            else:
-                found = light_detail(tag_text(self.text)[0])
+            elif kind == "tags_inline":
+                found = compact_detail(tags_in_place(self.text))
+            elif kind == "light_spaced":
+                found = light_detail(self.text, spaced=True)
+            else:  # light_tags: the hidden text's light view, mapped back to the tag characters
+                hidden, positions = tag_text(self.text)
+                inner = light_detail(hidden)
+                found = Detail(
+                    inner.text,
+                    tuple(positions[index] for index in inner.origin),
+                    inner.boundary_before,
+                    inner.soft,
+                    len(self.text),
+                )
             self._extra_details[kind] = found
         return found
 

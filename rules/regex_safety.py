@@ -1,6 +1,10 @@
 """Refuse, at push time, regexes that cannot compile, match the empty string, or may backtrack
 catastrophically: nested variable quantifiers (`(a+)+`, `(\\w+\\s?)*`) are refused by their shape, and
-every pattern is run against probe strings built from its own characters under a time budget."""
+every pattern is run against probe strings under a time budget: runs of its own characters and of a
+member of each character class it uses, and adversarial texts built from its literal factors — the
+factors repeated, alternating, without the last (or any one) of them, so that a match is attempted from
+every position and never completes (`ignore.*previous.*instructions` against "ignore previous " × N
+backtracks in O(N³))."""
 
 from __future__ import annotations
 
@@ -15,6 +19,17 @@ from rules.match import compile_regex
 
 PROBE_BUDGET = 0.05  # seconds per probe search
 PROBE_LENGTHS = (32, 4096)
+ADVERSARIAL_LENGTH = 4096  # a superlinear regex (cubic and worse) exceeds PROBE_BUDGET on this many chars
+MAX_FACTORS = 6
+# A member of each class a pattern may use, so that a run of it is probed.
+_CLASS_MEMBERS = {
+    sre_constants.CATEGORY_DIGIT: "7",
+    sre_constants.CATEGORY_NOT_DIGIT: "a",
+    sre_constants.CATEGORY_SPACE: " ",
+    sre_constants.CATEGORY_NOT_SPACE: "a",
+    sre_constants.CATEGORY_WORD: "a",
+    sre_constants.CATEGORY_NOT_WORD: "-",
+}
 _REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT}
 
 
@@ -33,6 +48,14 @@ def regex_problem(pattern: str) -> str | None:
             compiled.search(probe, timeout=PROBE_BUDGET)
         except TimeoutError:
             return f"exceeded its {int(PROBE_BUDGET * 1000)} ms time budget on a probe string"
+    for probe in _adversarial(pattern):
+        try:
+            compiled.search(probe, timeout=PROBE_BUDGET)
+        except TimeoutError:
+            return (
+                f"exceeded its {int(PROBE_BUDGET * 1000)} ms time budget on a probe string that repeats its"
+                " literal parts without completing a match; bound the gaps between them (`.{0,80}`, not `.*`)"
+            )
     return None
 
 
@@ -96,3 +119,64 @@ def _probes(pattern: str) -> list[str]:
         cycle = "".join(chars)
         probes.append((cycle * (length // max(len(cycle), 1) + 1))[:length] + "!\x00")
     return probes
+
+
+def _adversarial(pattern: str) -> list[str]:
+    """Texts that make a regex try (and fail) a match at every position: its literal factors in order,
+    repeated, with the last one (or one of the others) left out; each factor repeated alone; runs of a
+    member of each character class it uses. Empty when the standard parser cannot read the pattern
+    (the character probes still run)."""
+    try:
+        parsed = sre_parse.parse(pattern, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError):
+        return []
+    factors: list[str] = []
+    members: set[str] = set()
+    _collect(list(parsed), factors, members, [])
+    factors = [factor for factor in dict.fromkeys(factors) if factor.strip()][:MAX_FACTORS]
+    units: list[str] = []
+    for factor in factors:
+        units += [factor + " ", factor]
+    for leave_out in range(len(factors)):
+        rest = factors[:leave_out] + factors[leave_out + 1 :]
+        if rest:
+            units += [" ".join(rest) + " ", "".join(rest)]
+    units += sorted(members)
+    return [_repeat(unit, ADVERSARIAL_LENGTH) + "!\x00" for unit in dict.fromkeys(units) if unit]
+
+
+def _repeat(unit: str, length: int) -> str:
+    return (unit * (length // len(unit) + 1))[:length]
+
+
+def _collect(items: list[Any], factors: list[str], members: set[str], run: list[str]) -> None:
+    """Runs of literal characters (in pattern order) into `factors`; class members into `members`."""
+
+    def close() -> None:
+        if run:
+            factors.append("".join(run))
+            run.clear()
+
+    for op, av in items:
+        if op == sre_constants.LITERAL:
+            run.append(chr(av))
+            continue
+        close()
+        if op == sre_constants.SUBPATTERN:
+            _collect(list(av[3]), factors, members, [])
+        elif op == sre_constants.BRANCH:
+            for branch in av[1]:
+                _collect(list(branch), factors, members, [])
+        elif op in _REPEATS:
+            _collect(list(av[2]), factors, members, [])
+        elif op == sre_constants.IN:
+            for kind, value in av:
+                if kind == sre_constants.CATEGORY and value in _CLASS_MEMBERS:
+                    members.add(_CLASS_MEMBERS[value])
+                elif kind == sre_constants.LITERAL:
+                    members.add(chr(value))
+                elif kind == sre_constants.RANGE:
+                    members.add(chr(value[0]))
+        elif op == sre_constants.ANY:
+            members.add("a")
+    close()

@@ -43,6 +43,11 @@ class StoreUnavailable(StoreError):
     """The backing store cannot be reached; writes are refused rather than lost."""
 
 
+class StoreResyncing(StoreUnavailable):
+    """Redis was just re-seeded or merged (it had lost data): until every replica has had the chance to
+    add what it knows, only changes that add restrictions are accepted."""
+
+
 class NotFound(StoreError):
     """The rule, switch or record named does not exist."""
 
@@ -51,8 +56,33 @@ class Conflict(StoreError):
     """The change contradicts the current policy (for example a duplicate rule id)."""
 
 
+def only_tightens(before: Policy, after: Policy) -> bool:
+    """True when `after` is `before` plus restrictions only: rules appended (none removed or changed, at
+    least one of them not `shadow`) and/or kill switches engaged on scopes that had none; access lists,
+    rate limits and sampling unchanged. Such a change can be applied locally while the store is down
+    (rules/store_journal.py) and can never be lost by a merge (rules/store_lineage.py)."""
+    if (before.access, before.ratelimits, before.sampling) != (after.access, after.ratelimits, after.sampling):
+        return False
+    for scope, switch in before.killswitches.items():
+        if after.killswitches.get(scope) != switch:
+            return False
+    count = len(before.rules)
+    if len(after.rules) < count:
+        return False
+    kept = after.rules[:count]
+    if kept is not before.rules and any(a is not b and a != b for a, b in zip(kept, before.rules, strict=True)):
+        return False
+    added_rules = after.rules[count:]
+    added_switches = set(after.killswitches) - set(before.killswitches)
+    if not added_rules and not added_switches:
+        return False
+    return not added_rules or any(rule.action != "shadow" for rule in added_rules)
+
+
 class PolicyStore(Protocol):
-    healthy: bool  # False while the backing store cannot be reached (the last good policy stays in force)
+    @property
+    def healthy(self) -> bool:
+        """False while the backing store cannot be reached (the last good policy stays in force)."""
 
     async def open(self) -> Policy:
         """Load (or create) the policy; returns it."""

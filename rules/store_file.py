@@ -53,13 +53,17 @@ class Manifest(BaseModel):
     access: AccessPolicy = AccessPolicy()
     ratelimits: RateLimitPolicy = RateLimitPolicy()
     sampling: SamplingPolicy = SamplingPolicy()
+    # Fleet only (rules/store_lineage.py): the lineage this version belongs to, and the versions of the
+    # lineages it descends from. The embedded store leaves them empty.
+    epoch: str = ""
+    lineage: dict[str, int] = {}
 
 
 def policy_from_manifest(manifest: Manifest, rules: Sequence[Rule]) -> Policy:
     """The policy a manifest describes, with `rules` (already validated) as its rules. A tuple is kept as
     the very same object: a replica whose rules did not change hands the data plane the same tuple, and
     the data plane then keeps its compiled matchers (`rules.compile.compile_policy`)."""
-    policy = Policy.model_validate(manifest.model_dump(exclude={"rules_file"}))
+    policy = Policy.model_validate(manifest.model_dump(exclude={"rules_file", "epoch", "lineage"}))
     return policy.model_copy(update={"rules": tuple(rules)})
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from rules.match import Hit, Matcher
 from rules.model import Rule
-from rules.normalize import LEET_SYMBOLS, CompactDetail, TextView, ViewKind, has_tags, light, tag_text
+from rules.normalize import LEET_SYMBOLS, CompactDetail, TextView, ViewKind, has_blanks, has_tags, light, tag_text
 from rules.redact import merge
 
 REDACTION = "[REDACTED]"
@@ -31,6 +31,11 @@ REGEX_WINDOW = 256  # folded characters of sent text kept for regexes that span 
 REGEX_REDACT_HOLD = 128  # original characters held back while regex redact rules are in force
 REGEX_PARTIAL = 96  # folded characters back from the end where a held partial regex match may start
 _TOKEN_SEARCH = 64  # original characters a trim point may move back to start at a token
+# Bounds in original characters, so that no stream can make every piece cost more and more (each piece
+# is matched over the whole window): sent context kept however few folded characters it holds (text
+# padded with invisible characters), and text held back however long it stays undecided.
+MAX_CONTEXT = 2048
+MAX_HOLD = 4096
 
 
 @dataclass(slots=True)
@@ -59,6 +64,16 @@ class StreamScanner:
         self._seen: set[tuple[str, int, int]] = set()
         self._resume: dict[str, int] = {}  # per view: where the search for a held-back prefix resumes
         self.blocked: Rule | None = None
+
+    def rebind(self, matcher: Matcher) -> None:
+        """Scan the rest of the text with `matcher` (a newer policy's rules), keeping the context this
+        scanner holds: the sent text a match may still span, and the text not yet decided."""
+        self._matcher = matcher
+        self._keep = max(matcher.longest_literal, 1)
+        self._literals = matcher.longest_literal > 0
+        self._regex_hold = REGEX_REDACT_HOLD if matcher.has_regex_redact else 0
+        self._literal_start = self._base  # all the context kept: the new literals may be longer
+        self._resume = {}
 
     @property
     def holding(self) -> bool:
@@ -98,6 +113,8 @@ class StreamScanner:
             hold = min(hold, self._trailing_token())
             if self._regex_hold:
                 hold = min(hold, self._received - self._regex_hold)
+            # A phrase padded with thousands of invisible characters is not held for ever (docs/matching.md).
+            hold = max(hold, self._received - MAX_HOLD)
         emission.text = self._release(self._safe_end(max(hold, self._sent)))
         self._trim(literal_view)
         return emission
@@ -188,6 +205,18 @@ class StreamScanner:
             self._consider(hit, self._base + start, self._base + end, emission)
             if emission.blocked is not None:
                 break
+        if emission.blocked is None and not self._window.isascii() and has_blanks(self._window):
+            spaced = view.detail("light_spaced")
+            for hit in self._matcher.scan_regexes(spaced.text, self._accept):
+                start, end = spaced.original_span(hit.start, hit.end)
+                if self._base + end <= self._sent:
+                    continue
+                if hit.end == len(spaced.text) and not finished:
+                    hold = min(hold, self._base + start)
+                    continue
+                self._consider(hit, self._base + start, self._base + end, emission)
+                if emission.blocked is not None:
+                    break
         if emission.blocked is None and not self._window.isascii() and has_tags(self._window):
             hold = min(hold, self._scan_hidden(emission, finished))
         if not finished and emission.blocked is None:
@@ -213,10 +242,12 @@ class StreamScanner:
     def _trailing_token(self) -> int:
         """The start of a trailing run of digits and symbols with no letter before it in its token: whether
         it reads as letters depends on what follows (`5` then `arin`)."""
-        index = len(self._window)
-        while index > 0 and (self._window[index - 1].isdigit() or self._window[index - 1] in LEET_SYMBOLS):
+        window = self._window
+        index = len(window)
+        floor = max(index - self._keep, 0)  # a literal can only use the run's last `_keep` characters
+        while index > floor and (window[index - 1].isdigit() or window[index - 1] in LEET_SYMBOLS):
             index -= 1
-        if index == len(self._window) or (index > 0 and self._window[index - 1].isalpha()):
+        if index == len(window) or (index > 0 and window[index - 1].isalpha()):
             return self._received
         return self._base + index
 
@@ -271,6 +302,8 @@ class StreamScanner:
                 index = light.index_of(sent) - REGEX_WINDOW
                 regex_cut = light.original_span(index, index + 1)[0] if index > 0 else 0
             cut = min(cut, self._token_start(self._base + regex_cut))
+        cut = max(cut, self._sent - MAX_CONTEXT)
+        self._literal_start = max(self._literal_start, cut)
         if cut - self._base > 0:
             self._window = window[cut - self._base :]
             self._base = cut

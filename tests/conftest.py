@@ -19,6 +19,7 @@ from yarl import URL
 
 from admin.app import build_admin_app
 from admin.context import Enforcement, Insight
+from admin.scopes import known_from
 from gateway.app import DataPlane
 from gateway.metrics import GatewayMetrics
 from gateway.mock_upstream import build_mock_app
@@ -209,6 +210,7 @@ async def make_stack(aiohttp_client: Any, upstream_server: TestServer, tmp_path:
                 categories=settings.categories,
                 enforcement=lambda: Enforcement(holder.snapshot.version, holder.snapshot.compiled_at),
                 stage1_default_ttl=settings.stage1_default_ttl_seconds,
+                known=known_from(settings),
                 insight=Insight(
                     sink=sink,
                     hits=hits,

@@ -9,6 +9,10 @@ decoded, see gateway.json_escapes), content block or output part: no event that 
 match is sent; the stream ends with its shape's content-filter event, and the upstream is closed.
 Redaction in streams holds back only as much text as the longest redact pattern needs. Fails closed:
 an internal error cuts the stream (or answers 503 for a buffered answer).
+
+A running stream follows the policy: when a new snapshot brings other output rules, the proxy calls
+`StreamInspector.adopt`, and the rest of the answer is scanned with them (each scanner keeps the context
+it holds, so a match spanning the change is caught); a newly engaged kill switch ends it with `stop`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from gateway.output_formats import (
     cut_events,
     encode,
     encode_event,
+    remainder,
     rewrite,
     sections,
     strings_of,
@@ -115,7 +120,8 @@ class OutputInspector:
     def inspect_document(self, document: Any, *, collect: bool = True) -> Any:
         """Scan a parsed document in place; returns it when it was changed, else None."""
         changed = False
-        for section in sections(document):
+        found = sections(document)
+        for section in found:
             updates: list[tuple[Any, Any, str]] = []
             blocked = False
             for container, key in section.slots:
@@ -134,7 +140,22 @@ class OutputInspector:
                 block_section(section)
                 self.action = "block"
                 changed = True
+        if self.action != "block" and found and found[0].shape != "generic" and self._remainder_blocks(document, found):
+            for section in found:
+                block_section(section)
+            self.action = "block"
+            changed = True
         return document if changed else None
+
+    def _remainder_blocks(self, document: Any, found: list[Section]) -> bool:
+        """Whether the strings outside the known text slots (logprobs, annotations, tool names, code,
+        citations) hold a block or redact match: they cannot be rewritten, so either blocks."""
+        text = remainder(document, found)
+        if not text:
+            return False
+        hits = list(self._matcher.scan(TextView(text), self.accept))
+        self._count(hits)
+        return any(hit.rule.action != "shadow" for hit in hits)
 
     def _hidden(self, section: Section) -> bool:
         """Whether tool arguments, decoded, or tool input keys hold a match: these cannot be rewritten,
@@ -152,6 +173,10 @@ class OutputInspector:
             if any(hit.rule.action != "shadow" for hit in hits):
                 return True
         return False
+
+    def rebind(self, matcher: Matcher) -> None:
+        """Scan the rest of this answer with `matcher` (a newer policy's output rules)."""
+        self._matcher = matcher
 
     def stream(self, *, ndjson: bool = False) -> StreamInspector:
         return StreamInspector(self, ndjson=ndjson)
@@ -213,21 +238,56 @@ class StreamInspector:
         if not self.cut:
             out.append(self._finish(list(self._scanners)))
         if not self.cut:
-            out.extend(self._held_raw)
-            self._held_raw = []
+            if self._decide_raw():
+                out.extend(self._held_raw)
+                self._held_raw = []
+            else:
+                out.append(self._cut(None, "raw"))
         return b"".join(out)
+
+    def _decide_raw(self) -> bool:
+        """Decide the text of held opaque events before they are sent (at the end, or before a known
+        event): False when it completes a blocked match."""
+        scanner = self._scanners.get("raw")
+        if scanner is None or not scanner.holding:
+            return True
+        emission = scanner.finish()
+        self._owner.count(emission.hits)
+        return emission.blocked is None
 
     def fail(self) -> bytes:
         """An internal error: end the stream as if blocked (fail closed)."""
         self.cut = True
         return self._cut_events(self._last_document, self._last_shape, "choice:0")
 
+    def stop(self, action: str) -> bytes:
+        """End the stream now, between events (a kill switch engaged under it): its closing events. Text
+        still held back is dropped."""
+        self.cut = True
+        self._owner.action = action
+        self._held_raw = []
+        return self._cut_events(self._last_document, self._last_shape, "choice:0")
+
+    def follow(self, document: dict[str, Any] | None, shape: str) -> None:
+        """The stream is inspected from its middle on: its last event so far, a template for a cut."""
+        if document is not None:
+            self._last_document, self._last_shape = document, shape
+
+    def adopt(self, matcher: Matcher) -> None:
+        """Scan the rest of the answer with `matcher`: every scanner keeps its context (sent text a match
+        may span, text held back), so a match that began before the change is still caught."""
+        self._owner.rebind(matcher)
+        for scanner in self._scanners.values():
+            scanner.rebind(matcher)
+
     def _event(self, piece: StreamPiece, event: Event) -> bytes:
         if piece.document is not None:
             self._last_document, self._last_shape = piece.document, piece.shape
         if piece.shape in ("raw", "other"):
             return self._opaque(piece, event)
-        # Opaque events held so far go first, so that events keep their order.
+        # Opaque events held so far go first, so that events keep their order, once their text is decided.
+        if self._held_raw and not self._decide_raw():
+            return self._cut(piece, "raw")
         held = b"".join(self._held_raw) if self._held_raw else b""
         self._held_raw = []
         for key, text in piece.checks or ():
@@ -268,6 +328,10 @@ class StreamInspector:
         if shape == "ollama" and ending and not any(text for _, text in emitted):
             return b""
         copy = rewrite(document, emitted)
+        for choice in copy.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("logprobs") is not None:
+                choice["logprobs"] = None  # its tokens spell the text as the model wrote it, held or not
+        copy.pop("logprobs", None)  # Ollama's
         if ending and shape in ("chat", "completion"):
             copy.pop("usage", None)
             for choice in copy.get("choices") or []:

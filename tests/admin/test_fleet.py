@@ -95,8 +95,9 @@ def test_replicas_share_one_policy_and_survive_redis_death(upstream: str, tmp_pa
         assert _chat(b.gateway, "fleet phrase") == 400  # the last good policy stays in force
         assert http("POST", f"{b.gateway}/v1/chat/completions", {"model": "frozen", "messages": []})[0] == 503
         _until(lambda: http("GET", f"{a.gateway}/_containment/readyz")[2]["status"] == "degraded", within=3.0)
-        status, _, body = http("POST", f"{a.admin}/v1/rules", {"rules": [{"pattern": "lost"}], "reason": "r"}, AUTH)
-        assert status == 503 and body["error"]["code"] == "store_unavailable"
+        release = {"engaged": False, "reason": "r"}
+        status, _, body = http("PUT", f"{a.admin}/v1/killswitches/model:frozen", release, AUTH)
+        assert status == 503 and body["error"]["code"] == "store_unavailable"  # releasing still needs the store
         _until(lambda: "containment_store_up 0.0" in http("GET", f"{a.admin}/metrics")[2], within=3.0)
 
         redis.start()

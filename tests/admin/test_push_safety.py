@@ -98,7 +98,7 @@ GOOD = {"pattern": "nerve agent"}
         ({"pattern": r"\w", "kind": "regex"}, "too_short"),
         ({"pattern": r"ab|c", "kind": "regex"}, "too_short"),
         ({"pattern": r"\w{3}", "kind": "regex"}, "too_broad"),
-        ({"pattern": r"[a-z]+ing\b", "kind": "regex"}, "too_broad"),
+        ({"pattern": r"\b[a-z]+ing\b", "kind": "regex"}, "too_broad"),
         ({"pattern": r"\bthe\b", "kind": "regex"}, "too_broad"),
     ],
 )

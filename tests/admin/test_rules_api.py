@@ -143,7 +143,7 @@ async def test_delete_stops_enforcement_and_is_audited(stack: Stack) -> None:
     assert response.status == 200
     assert (await response.json()) == {"version": 2, "deleted": rule_id}
     assert (await stack.gateway.post("/v1/chat/completions", json=chat("gone soon"))).status == 200
-    assert (await stack.admin.delete(f"/v1/rules/{rule_id}", headers=auth(RESPONDER))).status == 404
+    assert (await stack.admin.delete(f"/v1/rules/{rule_id}?reason=again", headers=auth(RESPONDER))).status == 404
     entries = (await (await stack.admin.get("/v1/audit", headers=auth(VIEWER))).json())["entries"]
     assert [e["action"] for e in entries] == ["rules.delete", "rules.add"]
     assert entries[0]["reason"] == "false positive"

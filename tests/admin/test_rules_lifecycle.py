@@ -86,12 +86,19 @@ async def test_rollback_restores_the_whole_policy_as_a_new_version(stack: Stack)
     await stack.push({"pattern": "first rule"})  # v1
     await stack.put("/v1/ratelimits", {"limits": [{"subject": "global", "requests": 1000, "per_seconds": 1}]})  # v2
     await stack.push({"pattern": "bad broad rule"})  # v3: a mistake
-    await stack.kill("global")  # v4
+    await stack.kill("model:frozen")  # v4: kept by the rollback (release_killswitches is not set)
     response = await stack.admin.post(
         "/v1/policy/rollback", json={"version": 2, "reason": "v3 over-blocks"}, headers=auth(COMMANDER)
     )
     assert response.status == 200, await response.text()
-    assert await response.json() == {"version": 5, "restored_version": 2, "rule_count": 1}
+    answer = await response.json()
+    assert {k: answer[k] for k in ("version", "restored_version", "rule_count")} == {
+        "version": 5,
+        "restored_version": 2,
+        "rule_count": 1,
+    }
+    assert answer["changes"]["killswitches"]["kept"] == ["model:frozen"]
+    assert answer["changes"]["rules"]["removed"] == 1
     assert (await stack.gateway.post("/v1/chat/completions", json=chat("bad broad rule"))).status == 200
     assert (await stack.gateway.post("/v1/chat/completions", json=chat("first rule"))).status == 400
     limits = await (await stack.admin.get("/v1/ratelimits", headers=auth(VIEWER))).json()

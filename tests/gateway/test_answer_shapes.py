@@ -472,3 +472,86 @@ def test_escape_decoder_at_any_split_equals_the_whole(parts: list[str], data: st
     ends += positions
     assert "".join(out) == decode_escapes(text)
     assert len(ends) == len("".join(out)) and ends == sorted(ends) and (not ends or ends[-1] == len(text))
+
+
+# ----- found by the red team -----
+
+
+def _logprob_chunk(text: str) -> bytes:
+    tokens = [{"token": text, "logprob": -0.1, "bytes": list(text.encode()), "top_logprobs": []}]
+    return sse(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"content": text}, "logprobs": {"content": tokens}, "finish_reason": None}
+            ],
+        }
+    )
+
+
+def test_logprob_tokens_do_not_spell_text_that_is_held_back() -> None:
+    chunks = [_logprob_chunk(piece) for piece in PIECES] + [chat_chunk({}, "stop"), b"data: [DONE]\n\n"]
+    out, cut = _run("text/event-stream", chunks)
+    assert cut
+    tokens = "".join(
+        token["token"]
+        for line in out.splitlines()
+        if line.startswith(b"data: {")
+        for choice in orjson.loads(line[6:]).get("choices") or []
+        for token in ((choice.get("logprobs") or {}).get("content") or [])
+    )
+    assert "ner" not in tokens and "ner" not in received_text(out)
+
+
+@pytest.mark.parametrize("ending", [b"", b"data: [DONE]\n\n"], ids=["stream ends", "[DONE] follows"])
+def test_a_phrase_at_the_end_of_an_unknown_stream_is_decided_before_it_is_sent(ending: bytes) -> None:
+    chunks = [b'data: {"x": "the agent is ner"}\n\n', b'data: {"x": "ve agent"}\n\n', ending]
+    out, cut = _run("text/event-stream", [chunk for chunk in chunks if chunk])
+    assert cut and "ve agent" not in out.decode()
+
+
+def _whole(document: dict[str, Any]) -> dict[str, Any]:
+    inspector = _inspector()
+    changed = inspector.inspect_document(document)
+    assert inspector.action == "block", inspector.action
+    assert changed is not None
+    return changed
+
+
+def test_a_blocked_whole_answer_keeps_no_logprob_token_of_it() -> None:
+    tokens = [{"token": word, "logprob": -0.1, "top_logprobs": [{"token": word}]} for word in ["nerve", " agent"]]
+    document = _chat({"role": "assistant", "content": "Use nerve agent."})
+    document["choices"][0]["logprobs"] = {"content": tokens}
+    assert "nerve" not in received_text(orjson.dumps(_whole(document)))
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["logprobs", "audio transcript", "annotation", "tool name", "code interpreter"],
+)
+def test_a_phrase_only_outside_the_text_slots_blocks_the_whole_answer(where: str) -> None:
+    if where == "logprobs":
+        document = _chat({"role": "assistant", "content": "Fine."})
+        document["choices"][0]["logprobs"] = {"content": [{"token": "nerve agent", "logprob": -1.0}]}
+    elif where == "audio transcript":
+        document = _chat({"role": "assistant", "content": None, "audio": {"id": "a", "transcript": "nerve agent"}})
+    elif where == "annotation":
+        document = _chat(
+            {"role": "assistant", "content": "Fine.", "annotations": [{"url_citation": {"title": "nerve agent"}}]}
+        )
+    elif where == "tool name":
+        document = _chat(
+            {"role": "assistant", "tool_calls": [{"function": {"name": "nerve_agent", "arguments": "{}"}}]}
+        )
+    else:
+        document = {
+            "object": "response",
+            "output": [
+                {"type": "code_interpreter_call", "code": "print('nerve agent')"},
+                {"type": "message", "content": [{"type": "output_text", "text": "Fine."}]},
+            ],
+        }
+    assert "nerve" not in received_text(orjson.dumps(_whole(document)))

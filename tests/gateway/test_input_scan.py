@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,8 +115,10 @@ async def test_word_boundary_rule_only_matches_whole_words(stack: Stack) -> None
 
 
 async def test_expired_rule_stops_matching_without_a_push(stack: Stack) -> None:
-    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    await stack.push({"pattern": "old threat", "expires_at": past})
+    # A rule already expired is refused at push (tests/admin/test_validation.py): push one about to expire.
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    await stack.push({"pattern": "old threat", "expires_at": soon.isoformat()})
+    await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
     assert (await _send(stack, chat("old threat"))).status == 200
 
 
@@ -125,7 +128,9 @@ async def test_scope_limits_a_rule_to_its_models(stack: Stack) -> None:
     assert (await _send(stack, chat("scoped phrase", model="model-a"))).status == 400
 
 
-async def test_scope_limits_a_rule_to_its_routes(stack: Stack) -> None:
+async def test_scope_limits_a_rule_to_its_routes(make_stack: StackFactory, upstream_server: Any) -> None:
+    other = {"name": "other", "path_prefix": "/other/", "upstream": str(upstream_server.make_url(""))}
+    stack = await make_stack(routes=[other])  # a rule may only name a configured route
     await stack.push({"pattern": "scoped phrase", "scope": {"routes": ["other"]}})
     assert (await _send(stack, chat("scoped phrase"))).status == 200
     await stack.push({"pattern": "route phrase", "scope": {"routes": ["default"]}})

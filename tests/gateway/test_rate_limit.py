@@ -25,9 +25,9 @@ def test_all_or_nothing_across_buckets() -> None:
     roomy = Bucket("roomy", 100, 0.01, 1.0)
     tight = Bucket("tight", 1, 10.0, 0.0)
     assert limiter.acquire([roomy, tight], 0.0).allowed
-    before = limiter._tat["roomy"]
+    before = limiter.tat(roomy)
     assert not limiter.acquire([roomy, tight], 0.0).allowed
-    assert limiter._tat["roomy"] == before  # the refused request charged nothing
+    assert limiter.tat(roomy) == before  # the refused request charged nothing
 
 
 def test_one_of_several_workers_enforces_its_share() -> None:
@@ -52,7 +52,41 @@ def test_expired_buckets_are_pruned() -> None:
     limiter = MemoryRateLimiter(max_buckets=10)
     for index in range(20):
         limiter.acquire([Bucket(f"k{index}", 1, 0.001, 0.0)], float(index))
-    assert len(limiter._tat) <= 11
+    assert len(limiter) <= 2  # each one full again by the next: dropped as the next arrives
+    assert limiter.evicted_live == 0
+
+
+def test_buckets_full_again_are_dropped_in_constant_time_per_request() -> None:
+    """A flood of distinct keys is shed as it arrives: the table holds only the buckets still running
+    ahead, and a request never walks the table (issue 16: `_prune` was O(n) per request)."""
+    limiter = MemoryRateLimiter(max_buckets=1_000_000)
+    bucket = Bucket("", 60, 1.0, 9.0)  # 60 a minute, burst of 10: a bucket is full again 1 s after one request
+    for index in range(50_000):
+        now = index / 10_000  # 10k distinct keys a second
+        assert limiter.acquire([bucket._replace(key=f"flood:{index}")], now).allowed
+    assert len(limiter) <= 10_001  # one second of keys, not 50k
+    assert limiter.evicted_live == 0
+
+
+def test_past_the_bound_the_least_recently_charged_bucket_goes_and_is_counted() -> None:
+    limiter = MemoryRateLimiter(max_buckets=100)
+    hourly = Bucket("", 1, 3600.0, 0.0)
+    victim = hourly._replace(key="victim")
+    assert limiter.acquire([victim], 0.0).allowed
+    assert not limiter.acquire([victim], 1.0).allowed
+    for index in range(100):
+        limiter.acquire([hourly._replace(key=f"flood:{index}")], 2.0)
+    assert len(limiter) == 100
+    assert limiter.evicted_live == 1 and limiter.tat(victim) is None
+
+
+def test_shapes_do_not_hold_each_other_up() -> None:
+    """A slow limit's buckets (1 an hour) never keep a fast limit's full buckets in memory."""
+    limiter = MemoryRateLimiter()
+    limiter.acquire([Bucket("slow", 1, 3600.0, 0.0)], 0.0)
+    for index in range(1000):
+        limiter.acquire([Bucket(f"fast:{index}", 60, 1.0, 0.0)], float(index))
+    assert len(limiter) <= 3
 
 
 async def _post(stack: Stack, key: str = "sk-a", model: str = "m", path: str = "/v1/chat/completions") -> Any:

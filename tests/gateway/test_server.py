@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway.body import UnsupportedEncoding, read_body
+from gateway.body import DECODED_ENCODINGS, UnsupportedEncoding, read_body
 from gateway.server import MAX_HEAD_BYTES, BodyTooLarge, DataPlaneServer, HttpRequest, MalformedBody, Response
 
 Handler = Callable[[HttpRequest], Awaitable[Response | None]]
@@ -542,3 +544,180 @@ def test_fuzzed_requests_get_well_formed_answers_and_the_connection_ends(
     assert received == b"" or statuses, received[:200]
     assert all(status not in (b"500",) for status in statuses), received[:300]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gateway")]
+
+
+# --- issue 16: bounded buffering, a connection cap, the whole head counted ---
+
+
+async def test_pipelined_requests_are_not_read_ahead_of_their_turn(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    """Reading pauses while a request is in progress: a pipelining client cannot make the server hold
+    many request bodies (16 × max_body_bytes before), only what one read brought."""
+    release = asyncio.Event()
+
+    async def slow_first(request: HttpRequest) -> Response:
+        if request.path == "/slow":
+            await release.wait()
+        return Response(200, [], str(len(await request.body())).encode())
+
+    limit = 1 << 20
+    server = await serve(slow_first, max_body_bytes=limit)
+    reader, writer = await connect(server)
+    body = b"x" * limit
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(20):
+        writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (limit, body))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(writer.drain(), 1.0)  # the server stopped reading: the client is held back
+    held = sum(connection.buffered_bytes for connection in server.connections)
+    assert held <= 512 * 1024, held  # at most one socket read (256 KiB) of what was pipelined
+    release.set()
+    for _ in range(21):
+        line, _, _ = await read_answer(reader)
+        assert line == b"HTTP/1.1 200 OK"
+    writer.close()
+
+
+async def test_a_read_full_of_pipelined_requests_is_cut_at_the_queue_limit(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve()
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n" * 40)  # one write, parsed in one read
+    lines = []
+    while True:
+        line, headers, body = await read_answer(reader)
+        lines.append(line)
+        if line != b"HTTP/1.1 200 OK":
+            break
+    assert line.split()[1] == b"503" and orjson.loads(body)["error"]["code"] == "too_many_pipelined_requests"
+    assert len(lines) == 17 and headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_a_client_that_stops_reading_a_stream_pins_little_and_is_dropped(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    """An answer trickling to a client that does not read it: before, the kernel took it all (3 MB
+    here) and the stream never saw the client was behind; now the write buffer's high-water mark and
+    TCP_NOTSENT_LOWAT hold the writer back, and the write timeout drops the client."""
+    written: list[int] = []
+    outcome: list[str] = []
+
+    async def trickle(request: HttpRequest) -> None:
+        answer = request.stream(200, CIMultiDict({"Content-Type": "text/event-stream"}))
+        try:
+            for _ in range(200):
+                await answer.write(b"data: " + b"x" * 16_000 + b"\n\n")
+                written.append(16_008)
+                await asyncio.sleep(0.002)
+            await answer.end()
+            outcome.append("finished")
+        except ConnectionResetError:
+            outcome.append("dropped")
+            raise
+
+    server = await serve(trickle, write_timeout=0.5)
+    _, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
+    for _ in range(100):
+        if outcome:
+            break
+        await asyncio.sleep(0.05)
+    assert outcome == ["dropped"]
+    assert sum(written) < 1 << 20, sum(written)
+    await asyncio.sleep(0.1)
+    assert not server.connections  # released
+    writer.close()
+
+
+async def test_a_whole_answer_to_a_client_that_never_reads_is_released(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    """Before, a large answer written whole sat in the write buffer, and closing the idle connection
+    waited for ever for that buffer to flush: the connection and its buffer were never freed."""
+
+    async def big(request: HttpRequest) -> Response:
+        return Response(200, [], b"x" * (16 << 20))
+
+    server = await serve(big, idle_timeout=0.3, write_timeout=0.5)
+    _, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        if not server.connections:
+            break
+    assert not server.connections
+    writer.close()
+
+
+async def test_connections_over_the_cap_are_answered_503_and_closed(
+    serve: Callable[..., Awaitable[DataPlaneServer]],
+) -> None:
+    server = await serve(max_connections=2)
+    held = [await connect(server) for _ in range(2)]
+    for reader, writer in held:
+        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_answer(reader))[0] == b"HTTP/1.1 200 OK"
+    reader, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    line, headers, body = await read_answer(reader)
+    assert line.split()[1] == b"503" and headers["connection"] == "close" and headers["retry-after"] == "1"
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "too_many_connections" and error["request_id"] == headers["x-containment-request-id"]
+    assert await closed(reader)
+    held[0][1].close()
+    await asyncio.sleep(0.1)
+    reader, writer = await connect(server)  # a place is free again
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_answer(reader))[0] == b"HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize("writes", [1, 3])
+async def test_the_head_limit_counts_the_whole_head(
+    serve: Callable[..., Awaitable[DataPlaneServer]], writes: int
+) -> None:
+    """118 KiB of head, in lines under the per-line limit, sent at once: before, only heads still
+    incomplete after a read were counted, so one that arrived in one read was never refused."""
+    calls: list[str] = []
+
+    async def handler(request: HttpRequest) -> Response:
+        calls.append(request.path)
+        return await echo(request)
+
+    server = await serve(handler)
+    reader, writer = await connect(server)
+    lines = b"".join(b"X-%d: " % index + b"a" * 4000 + b"\r\n" for index in range(30))
+    head = b"GET /a HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n"
+    assert len(head) > MAX_HEAD_BYTES
+    step = len(head) // writes + 1
+    for start in range(0, len(head), step):
+        writer.write(head[start : start + step])
+        await writer.drain()
+    line, headers, body = await read_answer(reader)
+    assert line.split()[1] == b"431" and orjson.loads(body)["error"]["code"] == "request_header_too_large"
+    assert calls == [] and headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress", "gzip, br"])
+async def test_encodings_the_gateway_cannot_inflate_are_refused(
+    encoding: str, serve: Callable[..., Awaitable[DataPlaneServer]]
+) -> None:
+    server = await serve(inflating)
+    assert await post_encoded(server, b"\x0b\x02\x80hello\x03", encoding) == (
+        b"HTTP/1.1 415 Unsupported Media Type",
+        b"unsupported",
+    )
+
+
+def test_the_security_doc_names_the_encodings_the_code_inflates() -> None:
+    """docs/security.md said br and zstd bodies were inflated; the code refuses them (issue 16, item 14)."""
+    doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    claim = re.search(
+        r"a ([a-z ]+) body is inflated and scanned; any other `Content-Encoding`, ([a-z ]+) included", doc
+    )
+    assert claim is not None
+    inflated = set(claim.group(1).split(" or "))
+    assert inflated | {"", "identity", "x-gzip"} == DECODED_ENCODINGS
+    assert not set(claim.group(2).split(" and ")) & DECODED_ENCODINGS

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +83,24 @@ def test_one_event_per_chunk_reads_like_one_whole_stream() -> None:
     ]
     assert _parse(events) == _parse([b"".join(events)])
     assert [data for _, data, _ in _parse(events)][:4] == ['{"a": 1}', " two spaces", "☃ snow", ""]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"data: a\r\n\rdata: b\r\n\r\n",  # CRLF then CR
+        b"data: a\n\rdata: b\n\n",  # LF then CR
+        b"data: a\r\r\ndata: b\r\r",  # CR then CRLF
+        b"\xef\xbb\xbfdata: a\n\ndata: b\n\n",  # a BOM before the first event
+    ],
+    ids=["crlf-cr", "lf-cr", "cr-crlf", "bom"],
+)
+@pytest.mark.parametrize("size", [1, 2, 3, 64])
+def test_every_blank_line_ends_an_event_and_a_bom_hides_none(raw: bytes, size: int) -> None:
+    parser = SSEParser()
+    events = []
+    for start in range(0, len(raw), size):
+        events += parser.feed(raw[start : start + size])
+    last = parser.close()
+    events += [last] if last is not None else []
+    assert [event.data for event in events] == ["a", "b"]

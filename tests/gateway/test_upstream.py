@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from gateway.metrics import GatewayMetrics
+from gateway.policy_watch import SnapshotHolder
+from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 from gateway.upstream import (
     _HIGH_WATER,
     Answer,
     Origin,
     UndecodableAnswer,
+    UpstreamBusy,
     UpstreamFailed,
     UpstreamPool,
     UpstreamTimeout,
 )
-from tests.conftest import StackFactory, chat
+from rules.alerts import AnomalyDetector
+from rules.samples import FileSampleSink
+from rules.watch import FileHits
+from tests.conftest import StackFactory, chat, start_gateway
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -399,3 +410,94 @@ async def test_an_https_upstream_is_verified_and_spoken_to_over_tls(certificate:
         await upstream.close()
         await untrusting.close()
         server.close()
+
+
+# --- one slow origin must not starve the others (issue 16, item 7) ---
+
+HELD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n"
+
+
+async def held_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+    """Answers a head and the start of a stream, then holds the connection for as long as it is open."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(HELD)
+    await reader.read()
+
+
+async def test_each_origin_has_its_own_connections_and_a_bounded_wait(raw_server: Any) -> None:
+    slow = await raw_server(held_open)
+
+    async def quick(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        while True:
+            await fast.read_request(reader)
+            writer.write(OK)
+
+    fast = await raw_server(quick)
+    upstream = UpstreamPool(connect_timeout=1, read_timeout=5, limit=3, queue_timeout=0.2)
+    try:
+        held = [await upstream.request(slow.origin, "GET", head(), b"") for _ in range(3)]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(1):  # another origin does not wait behind the slow one
+            assert await read_all(upstream, fast.origin) == (200, b"ok")
+        assert loop.time() - started < 0.2
+        started = loop.time()
+        with pytest.raises(UpstreamBusy):  # the slow origin's own queue: a bounded wait
+            await upstream.request(slow.origin, "GET", head(), b"")
+        assert 0.15 < loop.time() - started < 1
+        held.pop().close()  # a connection comes free: the next request gets it
+        waiting = asyncio.ensure_future(upstream.request(slow.origin, "GET", head(), b""))
+        held.append(await asyncio.wait_for(waiting, 1))
+        for answer in held:
+            answer.close()
+    finally:
+        await upstream.close()
+
+
+async def test_a_busy_origin_answers_503_upstream_busy_and_other_routes_still_flow(
+    raw_server: Any, upstream_server: Any, tmp_path: Any
+) -> None:
+    slow = await raw_server(held_open)
+    settings = Settings(
+        upstream=str(upstream_server.make_url("")),
+        routes=[{"name": "slow", "path_prefix": "/slow/", "upstream": f"http://127.0.0.1:{slow.origin.port}"}],
+        state_dir=tmp_path,
+    )
+    metrics = GatewayMetrics(CollectorRegistry())
+    sink = FileSampleSink(tmp_path / "samples", max_count=100, max_age=timedelta(days=1))
+    await sink.open()
+    telemetry = Telemetry(
+        sink=sink,
+        hits=FileHits(tmp_path / "hits.json"),
+        detector=AnomalyDetector(),
+        metrics=metrics,
+        sample_rate=0.0,
+        route_rates={},
+        hmac_secret=b"test",
+    )
+    gateway = await start_gateway(
+        settings,
+        holder=SnapshotHolder(metrics),
+        metrics=metrics,
+        telemetry=telemetry,
+        upstream_connections_per_origin=2,
+        upstream_queue_seconds=0.2,
+    )
+    try:
+        held = [await gateway.post("/slow/v1/chat/completions", json=chat("x", stream=True)) for _ in range(2)]
+        assert all(response.status == 200 for response in held)
+        started = time.monotonic()
+        busy = await gateway.post("/slow/v1/chat/completions", json=chat("x", stream=True))
+        assert busy.status == 503
+        assert (await busy.json())["error"]["code"] == "upstream_busy"
+        assert busy.headers["X-Containment-Request-Id"]
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        other = await gateway.post("/v1/chat/completions", json=chat("hello"))
+        assert other.status == 200
+        assert time.monotonic() - started < 0.5
+        for response in held:
+            response.close()
+    finally:
+        await gateway.close()
+        await sink.close()

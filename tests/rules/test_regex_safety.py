@@ -22,6 +22,11 @@ from rules.regex_safety import regex_problem
         ("[unclosed", "does not compile"),
         ("*abc", "does not compile"),
         ("a*", "empty string"),
+        # Adversarial probes (issue 16): literal factors repeated without completing a match.
+        ("ignore.*previous.*instructions", "bound the gaps"),
+        ("you are .* now .* mode", "bound the gaps"),
+        ("(?s)begin.*?middle.*?end", "bound the gaps"),
+        ("(ab+)+c", "time budget"),  # quadratic with a large constant: 0.3 s on 4 KB of "ab"
         ("x?|y?", "empty string"),
     ],
 )
@@ -37,7 +42,8 @@ def test_dangerous_patterns_are_refused(pattern: str, reason: str) -> None:
     [
         r"\bsk-[a-z0-9]{20,}\b",
         r"ignore (all )?previous instructions",
-        r"(ab+)+c",
+        r"ignore.{0,80}previous.{0,80}instructions",  # what the refusal suggests
+        r"\bpassword\s*[:=]\s*\S+",
         r"\d{3}-\d{2}-\d{4}",
         r"(?i)how (do|can) i (make|build) a \w+ bomb",
         r"\p{Han}{4,}",

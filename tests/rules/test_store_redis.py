@@ -122,9 +122,10 @@ async def test_redis_that_lost_its_data_is_reseeded(redis_server: RedisServer, r
     client = redis.from_url(redis_server.url)
     await client.flushall()
     await client.aclose()
-    await a.update(add("three"))
-    await _wait_for(lambda: b.current().version == 3)
+    await a.update(add("three"))  # re-seeds Redis first (an audited version of its own), then writes
+    await _wait_for(lambda: b.current().version == 4)
     assert [r.pattern for r in b.current().rules] == ["one", "two", "three"]
+    assert [e.action for e in await b.audit(limit=10, oldest_first=True)] == ["policy.reseed", "rules.add"]
 
 
 async def test_an_idle_replica_stays_healthy(redis_server: RedisServer, replicas: object) -> None:

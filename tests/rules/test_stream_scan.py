@@ -119,7 +119,9 @@ def test_held_text_is_released_once_it_cannot_begin_a_match() -> None:
 def test_a_multibyte_homoglyph_split_match_is_caught() -> None:
     scanner = StreamScanner(BLOCKING)
     scanner.feed("nеrvе")  # Cyrillic е
-    assert scanner.feed(" аg\u200bent").blocked is not None
+    held = scanner.feed(" аg\u200bent")  # the phrase's end: held until it is known to end a word
+    assert held.blocked is None and held.text == ""
+    assert scanner.feed("s are").blocked is not None
 
 
 def test_a_whole_word_match_at_a_piece_end_waits_for_the_next_piece() -> None:
