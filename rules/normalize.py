@@ -506,6 +506,7 @@ class Detail:
     soft: tuple[bool, ...]
     original_length: int
     trailing_boundary: bool = True
+    original: str = ""  # the text the origins index (for case and letter/digit shifts)
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Map a half-open view span to the original text."""
@@ -521,11 +522,21 @@ class Detail:
 
     def begins(self, start: int) -> bool:
         """Whether a word begins at view character `start` in the original."""
-        return start == 0 or self.boundary_before[start] or self.soft[start - 1]
+        return (
+            start == 0
+            or self.boundary_before[start]
+            or self.soft[start - 1]
+            or shift(self.original, self.origin[start - 1], self.origin[start])
+        )
 
     def ends(self, end: int) -> bool:
         """Whether a word ends just before view character `end` in the original."""
-        return end >= len(self.text) or self.boundary_before[end] or self.soft[end]
+        return (
+            end >= len(self.text)
+            or self.boundary_before[end]
+            or self.soft[end]
+            or shift(self.original, self.origin[end - 1], self.origin[end])
+        )
 
     def is_word(self, start: int, end: int) -> bool:
         """Whether the view span [start, end) stands as a whole word in the original."""
@@ -536,9 +547,21 @@ class Detail:
         return self.trailing_boundary and bool(self.text)
 
 
+def shift(original: str, before: int, at: int) -> bool:
+    """A word boundary inside a token that the text shows by case or kind between two adjacent
+    characters: `makeSarin`, `sarinGas`, `sarin2` (a whole-word rule still sees `sarin` there)."""
+    if not original or at != before + 1 or at >= len(original):
+        return False
+    left, right = original[before], original[at]
+    if left.islower() and right.isupper():
+        return True
+    return (left.isalpha() and right.isdigit()) or (left.isdigit() and right.isalpha())
+
+
 def compact_detail(text: str, *, offset: int = 0, boundary_at_start: bool = True, symbols: bool = True) -> Detail:
     out, origin, boundary, soft, trailing = compact_maps(text, offset, boundary_at_start, symbols)
-    return Detail(out, tuple(origin), tuple(boundary), tuple(soft), len(text) + offset, trailing)
+    original = text if offset == 0 else ""
+    return Detail(out, tuple(origin), tuple(boundary), tuple(soft), len(text) + offset, trailing, original)
 
 
 def tags_detail(text: str) -> Detail:
@@ -628,7 +651,7 @@ class AsciiDetail:
 
     def _begins_run(self, index: int) -> bool:
         origin = self._origin(index)
-        return origin == 0 or self._mask[origin - 1] == "s"
+        return origin == 0 or self._mask[origin - 1] == "s" or shift(self._original, origin - 1, origin)
 
     def _soft(self, index: int) -> bool:
         return self._symbols and self._original[self._origin(index)] in LEET_SYMBOLS
