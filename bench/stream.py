@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.corpus import policy as make_policy  # noqa: E402
 from gateway.context import Identity, RequestContext  # noqa: E402
-from gateway.filters.output_scan import OutputInspector  # noqa: E402
+from gateway.filters.output_scan import OutputInspector, StreamInspector  # noqa: E402
 from gateway.metrics import GatewayMetrics  # noqa: E402
 from gateway.routing import Router  # noqa: E402
 from gateway.settings import RouteConfig  # noqa: E402
@@ -61,7 +61,8 @@ def policy(literals: int, regexes: int, backend: str) -> CompiledPolicy:
     return compile_policy(make_policy(literals, regexes), backend=backend)
 
 
-def one_stream(compiled: CompiledPolicy, metrics: GatewayMetrics, route: object, chunks: list[bytes]) -> bytes:
+def inspector(compiled: CompiledPolicy, metrics: GatewayMetrics, route: object) -> StreamInspector:
+    """The gateway's inspector for one streamed chat answer, as the proxy opens it."""
     ctx = RequestContext(
         request_id="bench",
         method="POST",
@@ -73,7 +74,11 @@ def one_stream(compiled: CompiledPolicy, metrics: GatewayMetrics, route: object,
         model="mock-echo",
         stream=True,
     )
-    stream = OutputInspector(ctx, compiled.output, metrics).stream()
+    return OutputInspector(ctx, compiled.output, metrics).stream()
+
+
+def one_stream(compiled: CompiledPolicy, metrics: GatewayMetrics, route: object, chunks: list[bytes]) -> bytes:
+    stream = inspector(compiled, metrics, route)
     out = [stream.feed(chunk) for chunk in chunks]
     out.append(stream.close())
     return b"".join(out)
@@ -94,18 +99,7 @@ def hold_back(
 ) -> tuple[int, float]:
     """The cost of hold-back on time to first token: the event after which the client first gets text
     (the upstream sends text from event 2 on), and the mean characters held back after each text event."""
-    ctx = RequestContext(
-        request_id="bench",
-        method="POST",
-        path="/v1/chat/completions",
-        route=route,  # type: ignore[arg-type]
-        identity=Identity(key_id=None, client_ip="127.0.0.1"),
-        snapshot=compiled,
-        now=utcnow(),
-        model="mock-echo",
-        stream=True,
-    )
-    stream = OutputInspector(ctx, compiled.output, metrics).stream()
+    stream = inspector(compiled, metrics, route)
     first, received, sent, lags = 0, 0, 0, []
     for number, chunk in enumerate(chunks, 1):
         received += len(_text_of(chunk))
