@@ -206,22 +206,29 @@ class StreamScanner:
             if emission.blocked is not None:
                 break
         if emission.blocked is None and not self._window.isascii() and has_blanks(self._window):
-            spaced = view.detail("light_spaced")
-            for hit in self._matcher.scan_regexes(spaced.text, self._accept):
-                start, end = spaced.original_span(hit.start, hit.end)
-                if self._base + end <= self._sent:
-                    continue
-                if hit.end == len(spaced.text) and not finished:
-                    hold = min(hold, self._base + start)
-                    continue
-                self._consider(hit, self._base + start, self._base + end, emission)
-                if emission.blocked is not None:
-                    break
+            hold = min(hold, self._scan_spaced(view, emission, finished))
         if emission.blocked is None and not self._window.isascii() and has_tags(self._window):
             hold = min(hold, self._scan_hidden(emission, finished))
         if not finished and emission.blocked is None:
             for start in self._matcher.partial_starts(light, max(len(light) - REGEX_PARTIAL, 0), self._accept):
                 hold = min(hold, self._base + view.light_detail.original_span(start, start + 1)[0])
+        return hold
+
+    def _scan_spaced(self, view: TextView, emission: Emission, finished: bool) -> int:
+        """Regexes over the light view that reads blank invisibles as spaces (`ignoreㅤprevious`). A method
+        of its own: the caller's `emission.blocked is None` must not narrow the type here (mypyc checks it)."""
+        spaced = view.detail("light_spaced")
+        hold = self._received
+        for hit in self._matcher.scan_regexes(spaced.text, self._accept):
+            start, end = spaced.original_span(hit.start, hit.end)
+            if self._base + end <= self._sent:
+                continue
+            if hit.end == len(spaced.text) and not finished:
+                hold = min(hold, self._base + start)
+                continue
+            self._consider(hit, self._base + start, self._base + end, emission)
+            if emission.blocked is not None:
+                break
         return hold
 
     def _scan_hidden(self, emission: Emission, finished: bool) -> int:
