@@ -233,7 +233,12 @@ class Matcher:
         # bombing`) still make the phrase; more (`Jordan modernized` for `DAN mode`, `pipe bombarded`) do not.
         before = _slack(detail, start, -1)
         after = _slack(detail, end, 1)
-        return before <= 2 and before + after <= 3
+        if before > 2 or before + after > 3:
+            return False
+        if end + after == length and undecided is not None and not detail.ends_with_separator():
+            undecided.append(start)  # the glued letters reach the end: more of the word may follow
+            return False
+        return True
 
     @staticmethod
     def _breaks(text: TextView, detail: CompactDetail, start: int, end: int) -> tuple[int, ...]:
