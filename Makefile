@@ -9,7 +9,7 @@ LISTEN       ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 DEV_TOKENS   ?= dev:commander:dev-commander-token
 
-.PHONY: install run test lint format clean test-services load
+.PHONY: install run test lint format clean test-services load soak
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ run: install
 load: install
 	$(BIN)/python -m pip install --quiet -e '.[load]'
 	./loadtests/run.sh
+
+# A bounded soak (SOAK_SECONDS=180 by default, capped at 600): two fleet replicas on one redis-server under
+# clean traffic, rule pushes, kill switches and key floods while redis-server is SIGKILLed and restarted
+# (some restarts empty). Prints one line per counter; fails on any restriction lifted or store-caused 5xx.
+SOAK_SECONDS ?= 180
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python loadtests/soak.py
 
 lint: install
 	$(BIN)/ruff format --check .
