@@ -42,6 +42,13 @@ def _field_error(exc: ValidationError, offset: int = 0) -> ApiError:
     return ApiError(422, "invalid_rule", f"{where}: {reason}", index=index, field=field, reason=reason)
 
 
+def _duplicate_id(index: int, message: str) -> ApiError:
+    """The id of rule `index` of a push is taken (`message` says by what)."""
+    return ApiError(
+        422, "invalid_rule", f"rules[{index}].id: {message}", index=index, field="id", reason="duplicate id"
+    )
+
+
 def validate_push(
     body: dict[str, Any], categories: frozenset[str], actor: str, stage1_ttl: int = 0
 ) -> tuple[list[Rule], str]:
@@ -78,14 +85,7 @@ def validate_push(
     seen: set[str] = set()
     for index, rule in enumerate(built):
         if rule.id in seen:
-            raise ApiError(
-                422,
-                "invalid_rule",
-                f"rules[{index}].id: duplicate id {rule.id!r} in this push",
-                index=index,
-                field="id",
-                reason="duplicate id",
-            )
+            raise _duplicate_id(index, f"duplicate id {rule.id!r} in this push")
         seen.add(rule.id)
     return built, reason.strip()
 
@@ -94,14 +94,7 @@ def _refuse_existing_ids(policy: Policy, new_rules: list[Rule]) -> None:
     existing = {rule.id for rule in policy.rules}
     for index, rule in enumerate(new_rules):
         if rule.id in existing:
-            raise ApiError(
-                422,
-                "invalid_rule",
-                f"rules[{index}].id: a rule with id {rule.id!r} exists",
-                index=index,
-                field="id",
-                reason="duplicate id",
-            )
+            raise _duplicate_id(index, f"a rule with id {rule.id!r} exists")
 
 
 def _named(rules: list[Rule], index: int) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.forms import FormError, decode_escapes, multipart_fields, urlencoded_fields
+from rules.redact import redact_spans
 
 MAX_DEPTH = 64
 IDENTIFIER_KEYS = frozenset({"model", "role", "type", "object", "id", "tool_call_id", "encoding_format"})
@@ -536,24 +537,6 @@ def scan_strings(value: object) -> list[str]:
     collector = Collector()
     collector.visit(value, 0, "", False)
     return collector.texts
-
-
-def redact_spans(text: str, spans: list[tuple[int, int]], replacement: str) -> str:
-    """`text` with the spans replaced; overlapping spans become one."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start < merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    out: list[str] = []
-    cursor = 0
-    for start, end in merged:
-        out.append(text[cursor:start])
-        out.append(replacement)
-        cursor = end
-    out.append(text[cursor:])
-    return "".join(out)
 
 
 def rewrite(

@@ -49,28 +49,48 @@ def parse_event(raw: bytes) -> Event:
     return Event(raw, name, "\n".join(data))
 
 
-class SSEParser:
+class _Framer:
+    """What both parsers share: the bytes held until their event is complete, the limit on them, and
+    the BOM that may stand before the first event."""
+
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""
         self._max = max_event_bytes
         self._started = False
 
-    def feed(self, chunk: bytes) -> list[Event]:
+    def _take(self, chunk: bytes) -> bytes | None:
+        """The held bytes followed by `chunk`; None while what came so far may still be a BOM."""
         if not self._started:  # a BOM before the first event is not part of it (the spec strips it)
             head = self._buffer + chunk
             if len(head) < 3 and _BOM.startswith(head):
                 self._buffer = head
-                return []
+                return None
             self._started = True
             self._buffer = b""
             chunk = head[3:] if head.startswith(_BOM) else head
-        buffer = self._buffer + chunk if self._buffer else chunk
+        return self._buffer + chunk if self._buffer else chunk
+
+    def _hold(self, rest: bytes, unit: str) -> None:
+        """Keep `rest` (an unfinished event, named `unit` in the error) for the next chunk."""
+        self._buffer = rest
+        if len(rest) > self._max:
+            raise SSEError(f"{unit} exceeded {self._max} bytes")
+
+    def _rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+class SSEParser(_Framer):
+    def feed(self, chunk: bytes) -> list[Event]:
+        buffer = self._take(chunk)
+        if buffer is None:
+            return []
         if b"\r" in buffer:
             return self._feed_any(buffer)
         # No CR anywhere (the common case): events end at a blank line, "\n\n", and a plain split finds them.
         parts = buffer.split(b"\n\n")
-        self._buffer = parts.pop()
-        self._check()
+        self._hold(parts.pop(), "an event")
         events: list[Event] = []
         for part in parts:
             if part.startswith(b"data: ") and b"\n" not in part:  # one single-line data field
@@ -88,46 +108,28 @@ class SSEParser:
                 break  # none yet, or a CR that a LF in the next chunk may join: decided then
             events.append(parse_event(buffer[start : found.end()]))
             start = found.end()
-        self._buffer = buffer[start:]
-        self._check()
+        self._hold(buffer[start:], "an event")
         return events
-
-    def _check(self) -> None:
-        if len(self._buffer) > self._max:
-            raise SSEError(f"an event exceeded {self._max} bytes")
 
     def close(self) -> Event | None:
         """The stream ended: whatever is left is a final, unterminated event (or nothing)."""
-        rest, self._buffer = self._buffer, b""
+        rest = self._rest()
         return parse_event(rest) if rest.strip() else None
 
 
-class NDJSONParser:
+class NDJSONParser(_Framer):
     """Newline-delimited JSON (Ollama's streams): each complete line is one event, its `data` the line."""
 
-    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._buffer = b""
-        self._max = max_event_bytes
-        self._started = False
-
     def feed(self, chunk: bytes) -> list[Event]:
-        if not self._started:  # a BOM before the first event is not part of it (the spec strips it)
-            head = self._buffer + chunk
-            if len(head) < 3 and _BOM.startswith(head):
-                self._buffer = head
-                return []
-            self._started = True
-            self._buffer = b""
-            chunk = head[3:] if head.startswith(_BOM) else head
-        buffer = self._buffer + chunk if self._buffer else chunk
+        buffer = self._take(chunk)
+        if buffer is None:
+            return []
         lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
-        if len(self._buffer) > self._max:
-            raise SSEError(f"a line exceeded {self._max} bytes")
+        self._hold(lines.pop(), "a line")
         return [_line(line + b"\n") for line in lines]
 
     def close(self) -> Event | None:
-        rest, self._buffer = self._buffer, b""
+        rest = self._rest()
         return _line(rest) if rest.strip() else None
 
 

@@ -21,17 +21,17 @@ def merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def merged_spans(view: TextView, hits: Iterable[Hit]) -> list[tuple[int, int]]:
-    return merge(hit.original_span(view) for hit in hits)
-
-
-def redact(view: TextView, hits: Iterable[Hit], replacement: str = REDACTION) -> str:
-    text = view.text
+def redact_spans(text: str, spans: Iterable[tuple[int, int]], replacement: str = REDACTION) -> str:
+    """`text` with the spans replaced; overlapping spans become one."""
     out: list[str] = []
     cursor = 0
-    for start, end in merged_spans(view, hits):
+    for start, end in merge(spans):
         out.append(text[cursor:start])
         out.append(replacement)
         cursor = end
     out.append(text[cursor:])
     return "".join(out)
+
+
+def redact(view: TextView, hits: Iterable[Hit], replacement: str = REDACTION) -> str:
+    return redact_spans(view.text, (hit.original_span(view) for hit in hits), replacement)

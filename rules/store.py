@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import NotRequired, Protocol, TypedDict
 
 from rules.model import AuditEntry, Policy
 
@@ -11,6 +11,16 @@ Mutation = Callable[[Policy], tuple[Policy, AuditEntry]]
 """Takes the current policy and returns the next one (version not yet bumped) with its audit record."""
 
 Listener = Callable[[Policy], Awaitable[None]]
+
+
+class AuditQuery(TypedDict):
+    """The keyword arguments of `PolicyStore.audit`, for a store that passes them on to another."""
+
+    limit: int
+    before_version: NotRequired[int | None]
+    incident_id: NotRequired[str | None]
+    action: NotRequired[str | None]
+    oldest_first: NotRequired[bool]
 
 
 def select_audit(

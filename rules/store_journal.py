@@ -27,11 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Unpack
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rules.model import AuditEntry, KillSwitch, Policy, Rule, iso, utcnow
-from rules.store import Listener, Mutation, PolicyStore, StoreError, StoreUnavailable, only_tightens
+from rules.store import AuditQuery, Listener, Mutation, PolicyStore, StoreError, StoreUnavailable, only_tightens
 from rules.store_file import write_atomic
 
 log = logging.getLogger(__name__)
@@ -251,22 +252,8 @@ class JournaledStore:
         self.journal_on_disk = True
         return True
 
-    async def audit(
-        self,
-        *,
-        limit: int,
-        before_version: int | None = None,
-        incident_id: str | None = None,
-        action: str | None = None,
-        oldest_first: bool = False,
-    ) -> list[AuditEntry]:
-        return await self._inner.audit(
-            limit=limit,
-            before_version=before_version,
-            incident_id=incident_id,
-            action=action,
-            oldest_first=oldest_first,
-        )
+    async def audit(self, **query: Unpack[AuditQuery]) -> list[AuditEntry]:
+        return await self._inner.audit(**query)
 
     async def record(self, entry: AuditEntry) -> None:
         await self._inner.record(entry)

@@ -10,9 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 
 def free_port() -> int:
@@ -26,12 +27,21 @@ def containment(*args: str) -> list[str]:
     return [sys.executable, "-m", "admin.cli", *args]
 
 
-def start(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    log: IO[bytes] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The process, its output piped (or both streams written to `log`)."""
+    output: IO[bytes] | int = subprocess.PIPE if log is None else log
     return subprocess.Popen(
         list(args),
         env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -50,7 +60,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"process exited with {process.returncode}: {err.decode()}")
+            raise AssertionError(f"process exited with {process.returncode}: {(err or b'').decode()}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -78,10 +88,35 @@ def http(
         return status, response_headers, raw.decode()
 
 
+@contextmanager
+def serve_mock_upstream(*args: str) -> Iterator[str]:
+    """`containment mock-upstream` (with `args`) on a free port, ready: its URL. Stopped on leaving."""
+    port = free_port()
+    process = start(containment("mock-upstream", "--port", str(port), *args))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v1/models", process)
+        yield url
+    finally:
+        stop(process)
+
+
+class Served(NamedTuple):
+    gateway: str  # the data plane's URL
+    admin: str  # the admin API's URL
+    process: subprocess.Popen[bytes]
+
+
 def serve(
-    upstream: str, state: Path, *extra: str, env: dict[str, str] | None = None
-) -> tuple[str, str, subprocess.Popen[bytes]]:
-    """`containment serve` on free ports, ready: (data-plane URL, admin URL, process)."""
+    upstream: str,
+    state: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Served:
+    """`containment serve` on free ports, its data plane and admin API both answering (the process is
+    stopped if they do not). `log` and `preexec_fn` go to `start`."""
     gateway_port, admin_port = free_port(), free_port()
     process = start(
         containment(
@@ -97,7 +132,14 @@ def serve(
             *extra,
         ),
         env=env,
+        log=log,
+        preexec_fn=preexec_fn,
     )
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    wait_http(f"{gateway}/_containment/readyz", process)
-    return gateway, f"http://127.0.0.1:{admin_port}", process
+    served = Served(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", process)
+    try:
+        wait_http(f"{served.gateway}/_containment/readyz", process)
+        wait_http(f"{served.admin}/metrics", process)
+    except BaseException:
+        stop(process)
+        raise
+    return served

@@ -26,13 +26,13 @@ import orjson
 
 from gateway.context import RequestContext
 from gateway.filters.scope import applies
-from gateway.formats import Derived, ExtractedBody, extract, redact_spans, rewrite
+from gateway.formats import Derived, ExtractedBody, extract, rewrite
 from gateway.metrics import GatewayMetrics
 from gateway.verdict import CONTINUE, Refusal, Verdict
 from rules.match import DEFAULT_REQUEST_REGEX_BUDGET, Matcher, RegexBudget
 from rules.model import Rule
 from rules.normalize import TextView
-from rules.redact import REDACTION
+from rules.redact import REDACTION, redact_spans
 
 OFFLOAD_CHARS = 16_384  # texts (summed) longer than this are scanned in a worker thread
 SCAN_THREADS = 1  # large requests are scanned one at a time: one thread competes with the loop for the GIL

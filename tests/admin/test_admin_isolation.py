@@ -4,17 +4,15 @@ raw loopback connections that never finish their request."""
 
 from __future__ import annotations
 
-import os
 import resource
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, start, stop, wait_http
+from tests.processes import http, serve, serve_mock_upstream, stop
 
 TOKEN = "commander-token-isolation"
 LIMIT = 256  # the gateway's descriptor limit (soft and hard) in this test
@@ -22,12 +20,8 @@ LIMIT = 256  # the gateway's descriptor limit (soft and hard) in this test
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream() as url:
+        yield url
 
 
 def _limited() -> None:
@@ -35,65 +29,46 @@ def _limited() -> None:
 
 
 def test_the_admin_api_engages_a_kill_switch_during_a_connection_flood(upstream: str, tmp_path: Path) -> None:
-    gateway_port, admin_port = free_port(), free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        containment(
-            "serve",
-            "--upstream",
-            upstream,
-            "--listen",
-            f"127.0.0.1:{gateway_port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin_port}",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ),
-        env={**os.environ, "CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"},
-        stdout=log,
-        stderr=log,
-        preexec_fn=_limited,
-    )
-    gateway, admin = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}"
-    flood: list[socket.socket] = []
-    try:
-        wait_http(f"{gateway}/_containment/readyz", process)
-        wait_http(f"{admin}/metrics", process)
-        for _ in range(2 * LIMIT):  # more connections than the gateway has descriptors
-            sock = socket.socket()
-            sock.settimeout(2)
-            try:
-                sock.connect(("127.0.0.1", gateway_port))
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never finished
-            except OSError:
+    with (tmp_path / "serve.log").open("wb") as log:
+        env = {"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"}
+        gateway, admin, process = serve(upstream, tmp_path / "state", env=env, log=log, preexec_fn=_limited)
+        gateway_port = int(gateway.rsplit(":", 1)[1])
+        flood: list[socket.socket] = []
+        try:
+            for _ in range(2 * LIMIT):  # more connections than the gateway has descriptors
+                sock = socket.socket()
+                sock.settimeout(2)
+                try:
+                    sock.connect(("127.0.0.1", gateway_port))
+                    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never finished
+                except OSError:
+                    sock.close()
+                    continue
+                flood.append(sock)
+            time.sleep(1.0)  # the gateway accepts until it is out of descriptors
+            started = time.monotonic()
+            status, _, body = http(
+                "PUT",
+                f"{admin}/v1/killswitches/global",
+                {"engaged": True, "reason": "flood drill"},
+                {"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert status == 200, body
+            assert time.monotonic() - started < 3
+            for sock in flood:
                 sock.close()
-                continue
-            flood.append(sock)
-        time.sleep(1.0)  # the gateway accepts until it is out of descriptors
-        started = time.monotonic()
-        status, _, body = http(
-            "PUT",
-            f"{admin}/v1/killswitches/global",
-            {"engaged": True, "reason": "flood drill"},
-            {"Authorization": f"Bearer {TOKEN}"},
-        )
-        assert status == 200, body
-        assert time.monotonic() - started < 3
-        for sock in flood:
-            sock.close()
-        flood.clear()
-        deadline = time.monotonic() + 10
-        while True:  # once the flood is gone, the data plane enforces the switch
-            try:
-                chat = {"model": "mock-echo", "messages": [{"role": "user", "content": "hi"}]}
-                status = http("POST", f"{gateway}/v1/chat/completions", chat)[0]
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert status == 503
-    finally:
-        for sock in flood:
-            sock.close()
-        stop(process)
-        log.close()
+            flood.clear()
+            deadline = time.monotonic() + 10
+            while True:  # once the flood is gone, the data plane enforces the switch
+                try:
+                    chat = {"model": "mock-echo", "messages": [{"role": "user", "content": "hi"}]}
+                    status = http("POST", f"{gateway}/v1/chat/completions", chat)[0]
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert status == 503
+        finally:
+            for sock in flood:
+                sock.close()
+            stop(process)

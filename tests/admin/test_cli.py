@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, serve, start, stop, wait_http
+from tests.processes import containment, free_port, http, serve, serve_mock_upstream, stop
 
 TOKEN = "cli-commander-token-01"
 
@@ -40,12 +40,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def mock_upstream() -> Iterator[str]:
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port), "--chunk-chars", "3"))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream("--chunk-chars", "3") as url:
+        yield url
 
 
 def _serve(upstream: str, state_dir: Path, *extra: str) -> Running:

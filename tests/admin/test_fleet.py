@@ -7,23 +7,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, serve, start, stop, wait_http
+from tests.processes import Served, free_port, http, serve, serve_mock_upstream, stop
 from tests.redis_server import RedisServer
 
 TOKEN = "fleet-commander-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class Replica:
-    gateway: str
-    admin: str
-    process: subprocess.Popen[bytes]
 
 
 def _chat(gateway: str, text: str) -> int:
@@ -31,21 +23,15 @@ def _chat(gateway: str, text: str) -> int:
     return http("POST", f"{gateway}/v1/chat/completions", body)[0]
 
 
-def _serve(upstream: str, state: Path, *extra: str) -> Replica:
+def _serve(upstream: str, state: Path, *extra: str) -> Served:
     env = {"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}", "CONTAINMENT_REDIS_POLL_SECONDS": "0.5"}
-    gateway, admin, process = serve(upstream, state, *extra, env=env)
-    wait_http(f"{admin}/metrics", process)
-    return Replica(gateway, admin, process)
+    return serve(upstream, state, *extra, env=env)
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream() as url:
+        yield url
 
 
 def _until(predicate: object, within: float) -> float:
@@ -60,7 +46,7 @@ def _until(predicate: object, within: float) -> float:
 def test_replicas_share_one_policy_and_survive_redis_death(upstream: str, tmp_path: Path) -> None:
     redis = RedisServer(tmp_path, persist=True)
     redis.start()
-    replicas: list[Replica] = []
+    replicas: list[Served] = []
     try:
         replicas = [_serve(upstream, tmp_path / name, "--redis-url", redis.url) for name in ("a", "b")]
         a, b = replicas

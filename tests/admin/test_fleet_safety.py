@@ -8,26 +8,20 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_sync
 
-from tests.processes import containment, free_port, http, serve, start, stop, wait_http
+from tests.processes import Served, http, serve, serve_mock_upstream, stop
 from tests.redis_server import RedisServer
 
 TOKEN = "fleet-safety-commander"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@dataclass
-class Replica:
-    gateway: str
-    admin: str
-    process: subprocess.Popen[bytes]
-
+class Replica(Served):
     def chat(self, text: str, model: str = "mock-echo") -> int:
         body = {"model": model, "messages": [{"role": "user", "content": text}]}
         return http("POST", f"{self.gateway}/v1/chat/completions", body)[0]
@@ -58,9 +52,7 @@ class Replica:
 
 def _serve(upstream: str, state: Path, *extra: str, poll: float = 0.5) -> Replica:
     env = {"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}", "CONTAINMENT_REDIS_POLL_SECONDS": str(poll)}
-    gateway, admin, process = serve(upstream, state, *extra, env=env)
-    wait_http(f"{admin}/metrics", process)
-    return Replica(gateway, admin, process)
+    return Replica(*serve(upstream, state, *extra, env=env))
 
 
 def _until(predicate: Callable[[], bool], within: float) -> None:
@@ -81,12 +73,8 @@ def _redis_version(server: RedisServer) -> int:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from admin.errors import ApiError
 from admin.scopes import killswitch_warnings, rule_scope_warnings
 from rules.model import MAX_REASON_BYTES, Scope
 from tests.conftest import COMMANDER, RESPONDER, Stack, StackFactory, auth, chat
-from tests.processes import containment, http, serve, start, stop, wait_http
+from tests.processes import containment, http, serve, serve_mock_upstream, stop
 
 ACME = hashlib.sha256(b"sk-acme").hexdigest()[:16]
 ADMIN_TOKEN = "validation-commander-01"
@@ -248,14 +248,8 @@ async def test_deleting_a_rule_needs_a_reason(stack: Stack, query: str) -> None:
 
 @pytest.fixture(scope="module")
 def upstream_process() -> Iterator[str]:
-    from tests.processes import free_port
-
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream() as url:
+        yield url
 
 
 def _cli(admin: str, *args: str) -> subprocess.CompletedProcess[str]:

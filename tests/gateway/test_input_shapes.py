@@ -51,6 +51,11 @@ def _parts(*texts: str) -> list[dict[str, str]]:
     return [{"type": "text", "text": text} for text in texts]
 
 
+def _anthropic_document(source: dict[str, str]) -> bytes:
+    """An Anthropic Messages body: one user message of one document block of `source`."""
+    return _j({"model": "m", "messages": [{"role": "user", "content": [{"type": "document", "source": source}]}]})
+
+
 # --- bodies that hide PHRASE from today's scan; every one must now be refused (400) --------------------
 
 SPLIT_BODIES: list[tuple[str, str, bytes]] = [
@@ -247,45 +252,13 @@ MEDIA_BODIES: list[tuple[str, str, bytes]] = [
     (
         "anthropic text source that is valid base64 alphabet",
         "/v1/messages",
-        _j(
-            {
-                "model": "m",
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [
-                            {
-                                "type": "document",
-                                "source": {"type": "text", "media_type": "text/plain", "data": "synthesizenerveagent"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        ),
+        _anthropic_document({"type": "text", "media_type": "text/plain", "data": "synthesizenerveagent"}),
     ),
     (
         "anthropic base64 source holding text",
         "/v1/messages",
-        _j(
-            {
-                "model": "m",
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [
-                            {
-                                "type": "document",
-                                "source": {
-                                    "type": "base64",
-                                    "media_type": "text/plain",
-                                    "data": base64.b64encode(PHRASE.encode()).decode(),
-                                },
-                            }
-                        ],
-                    }
-                ],
-            }
+        _anthropic_document(
+            {"type": "base64", "media_type": "text/plain", "data": base64.b64encode(PHRASE.encode()).decode()}
         ),
     ),
 ]

@@ -76,6 +76,19 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, st
     return status.encode(), headers, body
 
 
+async def request_never_read(
+    server: DataPlaneServer, done: Callable[[], bool], within: float = 5.0
+) -> asyncio.StreamWriter:
+    """Sends one request and never reads the answer; returns once `done()` (or `within` seconds passed)."""
+    _, writer = await connect(server)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(round(within / 0.05)):
+        if done():
+            break
+        await asyncio.sleep(0.05)
+    return writer
+
+
 async def closed(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), 3) == b""
@@ -360,12 +373,7 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
             raise
 
     server = await serve(firehose, write_timeout=0.3)
-    _, writer = await connect(server)
-    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
-    for _ in range(100):
-        if outcome:
-            break
-        await asyncio.sleep(0.05)
+    writer = await request_never_read(server, lambda: bool(outcome))
     assert outcome == ["dropped"]
     writer.close()
 
@@ -619,12 +627,7 @@ async def test_a_client_that_stops_reading_a_stream_pins_little_and_is_dropped(
             raise
 
     server = await serve(trickle, write_timeout=0.5)
-    _, writer = await connect(server)
-    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
-    for _ in range(100):
-        if outcome:
-            break
-        await asyncio.sleep(0.05)
+    writer = await request_never_read(server, lambda: bool(outcome))
     assert outcome == ["dropped"]
     assert sum(written) < 1 << 20, sum(written)
     await asyncio.sleep(0.1)
@@ -642,12 +645,7 @@ async def test_a_whole_answer_to_a_client_that_never_reads_is_released(
         return Response(200, [], b"x" * (16 << 20))
 
     server = await serve(big, idle_timeout=0.3, write_timeout=0.5)
-    _, writer = await connect(server)
-    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")  # and never reads
-    for _ in range(60):
-        await asyncio.sleep(0.05)
-        if not server.connections:
-            break
+    writer = await request_never_read(server, lambda: not server.connections, within=3.0)
     assert not server.connections
     writer.close()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import containment, free_port, http, serve, start, stop, wait_http
+from tests.processes import http, serve, serve_mock_upstream, stop
 
 TOKEN = "slow-scan-commander-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,19 +39,14 @@ def _chat(gateway: str, text: str) -> int:
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = start(containment("mock-upstream", "--port", str(port)))
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v1/models", process)
-    yield url
-    stop(process)
+    with serve_mock_upstream() as url:
+        yield url
 
 
 def test_a_slow_scan_is_refused_while_clean_requests_and_the_kill_switch_answer(upstream: str, tmp_path: Path) -> None:
     env = {"CONTAINMENT_ADMIN_TOKENS": f"ops:commander:{TOKEN}"}
     gateway, admin, process = serve(upstream, tmp_path / "state", env=env)
     try:
-        wait_http(f"{admin}/metrics", process)
         status, _, answer = http("POST", f"{admin}/v1/rules", {"rules": [SLOW_RULE], "reason": "r"}, AUTH)
         assert status == 201, answer  # quadratic, not catastrophic: accepted at push
         assert _chat(gateway, "hello there") == 200
