@@ -532,13 +532,6 @@ class Collector:
         return joined
 
 
-def scan_strings(value: object) -> list[str]:
-    """Every string value of a JSON document worth scanning, depth-first (system prompts first)."""
-    collector = Collector()
-    collector.visit(value, 0, "", False)
-    return collector.texts
-
-
 def rewrite(
     document: object, locations: tuple[Location, ...], spans: dict[int, list[tuple[int, int]]], replacement: str
 ) -> object:

@@ -14,7 +14,7 @@ import regex
 
 from rules.literal_index import LiteralIndex, build_index
 from rules.model import Rule
-from rules.normalize import CompactDetail, TextView, ViewKind, breaks, compact, has_blanks, pattern_gaps
+from rules.normalize import CompactDetail, TextView, ViewKind, breaks, compact, pattern_gaps
 from rules.regex_prefilter import required_factors
 
 DEFAULT_REGEX_BUDGET = 0.025  # seconds per regex search
@@ -176,13 +176,9 @@ class Matcher:
                         seen.add(key)
                         yield hit
         if self._regexes:
-            yield from self.scan_regexes(text.light, accept, budget=budget)
-            if not text.text.isascii() and any(kind == "tags" for kind, _ in text.extra_views()):
-                for hit in self.scan_regexes(text.detail("light_tags").text, accept, budget=budget):
-                    yield Hit(hit.rule, hit.start, hit.end, "light_tags")
-            if not text.text.isascii() and has_blanks(text.text):  # `disregardㅤpriorㅤrules`
-                for hit in self.scan_regexes(text.detail("light_spaced").text, accept, budget=budget):
-                    yield Hit(hit.rule, hit.start, hit.end, "light_spaced")
+            for kind, view in text.light_views():
+                for hit in self.scan_regexes(view, accept, budget=budget):
+                    yield hit if kind == "light" else Hit(hit.rule, hit.start, hit.end, kind)
 
     def scan_literals(
         self,
@@ -215,9 +211,7 @@ class Matcher:
                 if (whole_word or not rule.word_boundary) and (accept is None or accept(rule)):
                     if crossed and not allowed.issuperset(crossed):
                         continue
-                    if rule.id in self._phrases:
-                        # A phrase of several words must start or end at a word boundary: `DAN mode` is
-                        # not in "Jordan modernized", while "synth esize nerveagent" still is one.
+                    if rule.id in self._phrases:  # a phrase must stand almost on word boundaries
                         if anchored is None:
                             anchored = self._anchored(detail, start, end, len(view), undecided)
                         if not anchored:
@@ -226,9 +220,6 @@ class Matcher:
 
     @staticmethod
     def _anchored(detail: CompactDetail, start: int, end: int, length: int, undecided: list[int] | None) -> bool:
-        if end == length and undecided is not None and not detail.ends_with_separator():
-            undecided.append(start)  # the next piece says whether the phrase ends a word
-            return False
         # A few letters glued to its ends (`zsynthesize nerve agentz`, `resynthesize ... agents`, `pipe
         # bombing`) still make the phrase; more (`Jordan modernized` for `DAN mode`, `pipe bombarded`) do not.
         before = _slack(detail, start, -1)

@@ -766,6 +766,17 @@ class TextView:
             self._extra_details[kind] = found
         return found
 
+    def light_views(self) -> list[tuple[ViewKind, str]]:
+        """The views regexes are matched in: `light`, plus `light_tags` (the text hidden in tag
+        characters) and `light_spaced` (blank invisibles read as spaces) when the text has any."""
+        views: list[tuple[ViewKind, str]] = [("light", self.light)]
+        if not self.text.isascii():
+            if has_tags(self.text):
+                views.append(("light_tags", self.detail("light_tags").text))
+            if has_blanks(self.text):
+                views.append(("light_spaced", self.detail("light_spaced").text))
+        return views
+
     @property
     def light(self) -> str:
         if self._light is None:

@@ -18,12 +18,12 @@ text minus what is held back:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rules.match import Hit, Matcher
 from rules.model import Rule
-from rules.normalize import LEET_SYMBOLS, CompactDetail, TextView, ViewKind, has_blanks, has_tags, light, tag_text
+from rules.normalize import LEET_SYMBOLS, CompactDetail, TextView, ViewKind
 from rules.redact import merge
 
 REDACTION = "[REDACTED]"
@@ -192,53 +192,34 @@ class StreamScanner:
         return self._base + index
 
     def _scan_regexes(self, view: TextView, emission: Emission, finished: bool) -> int:
-        light = view.light
-        candidates = sorted(self._matcher.factor_hits(light).union(self._matcher.always))
+        """Judge the regex hits of every light view of the window; the absolute index from which to hold."""
         hold = self._received
-        for hit in self._matcher.scan_regexes(light, self._accept, candidates):
-            start, end = view.light_detail.original_span(hit.start, hit.end)
-            if self._base + end <= self._sent:
-                continue
-            if hit.end == len(light) and not finished:
-                hold = min(hold, self._base + start)  # a longer match, or none, may follow
-                continue
-            self._consider(hit, self._base + start, self._base + end, emission)
+        for kind, text in view.light_views():
+            hits = self._matcher.scan_regexes(text, self._accept)
+            hold = min(hold, self._judge(view, kind, hits, len(text), emission, finished))
             if emission.blocked is not None:
-                break
-        if emission.blocked is None and not self._window.isascii() and has_blanks(self._window):
-            hold = min(hold, self._scan_spaced(view, emission, finished))
-        if emission.blocked is None and not self._window.isascii() and has_tags(self._window):
-            hold = min(hold, self._scan_hidden(emission, finished))
-        if not finished and emission.blocked is None:
+                return hold
+        if not finished:
+            light = view.light
             for start in self._matcher.partial_starts(light, max(len(light) - REGEX_PARTIAL, 0), self._accept):
                 hold = min(hold, self._base + view.light_detail.original_span(start, start + 1)[0])
         return hold
 
-    def _scan_spaced(self, view: TextView, emission: Emission, finished: bool) -> int:
-        """Regexes over the light view that reads blank invisibles as spaces (`ignoreㅤprevious`). A method
-        of its own: the caller's `emission.blocked is None` must not narrow the type here (mypyc checks it)."""
-        spaced = view.detail("light_spaced")
+    def _judge(
+        self, view: TextView, kind: ViewKind, hits: Iterable[Hit], length: int, emission: Emission, finished: bool
+    ) -> int:
+        """Consider the hits of one regex view (`length` characters long); a hit that ends where the view
+        ends is undecided while the stream goes on: a longer match, or none, may follow. The absolute index
+        from which to hold."""
         hold = self._received
-        for hit in self._matcher.scan_regexes(spaced.text, self._accept):
-            start, end = spaced.original_span(hit.start, hit.end)
-            if self._base + end <= self._sent:
+        detail: CompactDetail | None = None
+        for hit in hits:
+            detail = detail or view.detail(kind)
+            start, end = detail.original_span(hit.start, hit.end)
+            start, end = self._base + start, self._base + end
+            if end <= self._sent:
                 continue
-            if hit.end == len(spaced.text) and not finished:
-                hold = min(hold, self._base + start)
-                continue
-            self._consider(hit, self._base + start, self._base + end, emission)
-            if emission.blocked is not None:
-                break
-        return hold
-
-    def _scan_hidden(self, emission: Emission, finished: bool) -> int:
-        """Regexes over the text hidden in tag characters (decoded tags are ASCII: one light character each)."""
-        hidden, origin = tag_text(self._window)
-        view = light(hidden)
-        hold = self._received
-        for hit in self._matcher.scan_regexes(view, self._accept):
-            start, end = self._base + origin[hit.start], self._base + origin[hit.end - 1] + 1
-            if hit.end == len(view) and not finished:
+            if hit.end == length and not finished:
                 hold = min(hold, start)
                 continue
             self._consider(hit, start, end, emission)
