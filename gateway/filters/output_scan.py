@@ -151,8 +151,10 @@ class OutputInspector:
         """Whether the strings outside the known text slots (logprobs, annotations, tool names, code,
         citations) hold a block or redact match: they cannot be rewritten, so either blocks."""
         text = remainder(document, found)
-        if not text:
-            return False
+        return bool(text) and self._unwritable_hit(text)
+
+    def _unwritable_hit(self, text: str) -> bool:
+        """Whether text that cannot be rewritten holds a block or redact match (counted): either blocks."""
         hits = list(self._matcher.scan(TextView(text), self.accept))
         self._count(hits)
         return any(hit.rule.action != "shadow" for hit in hits)
@@ -166,13 +168,7 @@ class OutputInspector:
         ]
         if section.keys:
             texts.append("\n".join(section.keys))
-        for text in texts:
-            view = TextView(text)
-            hits = list(self._matcher.scan(view, self.accept))
-            self._count(hits)
-            if any(hit.rule.action != "shadow" for hit in hits):
-                return True
-        return False
+        return any(self._unwritable_hit(text) for text in texts)
 
     def rebind(self, matcher: Matcher) -> None:
         """Scan the rest of this answer with `matcher` (a newer policy's output rules)."""
