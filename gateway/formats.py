@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.forms import FormError, decode_escapes, multipart_fields, urlencoded_fields
+from gateway.forms import FormError, decode_backslash_escapes, multipart_fields, urlencoded_fields
 from rules.redact import redact_spans
 
 MAX_DEPTH = 64
@@ -303,15 +303,18 @@ def extract(content_type: str, body: bytes) -> ExtractedBody:
                 return _from_fields([("", body.decode(charset, "replace"))], (), -1)
             except LookupError:
                 pass
-        derived = (Derived(decode_escapes(text), (), 0),) if "\\" in text else ()
-        return ExtractedBody(None, (text,), raw_text=True, derived=derived)
+        return _from_text(text)
     # Any other type: scanned as text when the body is text (a JSON document with trailing data, a prompt
     # under application/octet-stream: some upstreams read a body whatever its type); binary is not.
     try:
-        text = body.decode("utf-8")
+        return _from_text(body.decode("utf-8"))
     except UnicodeDecodeError:
         return ExtractedBody(None, ())
-    derived = (Derived(decode_escapes(text), (), 0),) if "\\" in text else ()
+
+
+def _from_text(text: str) -> ExtractedBody:
+    """A text body: the text (written back if redacted), and the text with backslash escapes decoded."""
+    derived = (Derived(decode_backslash_escapes(text), (), 0),) if "\\" in text else ()
     return ExtractedBody(None, (text,), raw_text=True, derived=derived)
 
 
@@ -380,7 +383,7 @@ def _from_fields(fields: list[tuple[str, str]], texts: tuple[str, ...], source: 
             model = value
         derived.extend(decoded_json(value, source))
         if "\\" in value:
-            derived.append(Derived(decode_escapes(value), (), source))
+            derived.append(Derived(decode_backslash_escapes(value), (), source))
     for joined in (" ".join(value for _, value in fields), " ".join(name for name, _ in fields)):
         if joined.strip():
             derived.insert(0, Derived(joined, (), source))

@@ -9,7 +9,7 @@
   files (images, audio, PDFs) are skipped. A part sent with a Content-Transfer-Encoding is read both
   as sent and decoded, since parsers differ on honouring it; the preamble and epilogue are read too.
   A body whose structure the parser cannot follow raises `FormError` (the caller refuses it).
-- `decode_escapes`: JSON/JavaScript backslash escapes (`\\u0073`, `\\x73`, `\\u{73}`, `\\n`, ...)
+- `decode_backslash_escapes`: JSON/JavaScript backslash escapes (`\\u0073`, `\\x73`, `\\u{73}`, `\\n`, ...)
   decoded, for text that a lenient reader may still decode (JSON5, a top-level JSON string, ...).
 """
 
@@ -111,7 +111,9 @@ def _unescape(match: re.Match[str]) -> str:
     return chr(code) if code <= 0x10FFFF else "\ufffd"
 
 
-def decode_escapes(text: str) -> str:
-    """`text` with backslash escapes decoded (surrogate pairs joined; lone surrogates become U+FFFD)."""
+def decode_backslash_escapes(text: str) -> str:
+    """`text` with backslash escapes decoded, JSON's and JavaScript's (`\\x73`, `\\u{73}`); surrogate pairs
+    joined, lone surrogates U+FFFD. (gateway.json_escapes decodes JSON's alone, incrementally, for streamed
+    tool arguments.)"""
     decoded = _ESCAPE.sub(_unescape, text)
     return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
